@@ -1,0 +1,1 @@
+"""Storage, readers and writers: the only fsspec and pyarrow users."""

@@ -1,0 +1,1 @@
+"""Quality metrics as mergeable per-shard partials."""

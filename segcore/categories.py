@@ -33,12 +33,15 @@ class Category:
         Raises:
             ValueError: the record lacks ``id``, ``name`` or ``isthing``, or has a malformed colour.
         """
-        missing = [key for key in ("id", "name", "isthing") if key not in record]
-        if missing:
-            raise ValueError(f"Expected a category record with id, name and isthing, but got {dict(record)!r}")
-        color = tuple(int(c) for c in record.get("color", (0, 0, 0)))
+        if not isinstance(record, Mapping) or any(key not in record for key in ("id", "name", "isthing")):
+            raise ValueError(f"Expected a category record with id, name and isthing, but got {record!r}")
+        raw_color = record.get("color", (0, 0, 0))
+        try:
+            color = () if isinstance(raw_color, (str, bytes)) else tuple(int(c) for c in raw_color)
+        except (TypeError, ValueError):
+            color = ()
         if len(color) != 3:
-            raise ValueError(f"Expected category {record['id']} to have an (r, g, b) colour, but got {color!r}")
+            raise ValueError(f"Expected category {record['id']} to have an (r, g, b) colour, but got {raw_color!r}")
         return cls(
             id=int(record["id"]),
             name=str(record["name"]),

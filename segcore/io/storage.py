@@ -1,0 +1,56 @@
+"""Storage through fsspec: every path argument may be a local path or any URI fsspec reads (s3://, gs://, ...)."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from typing import Any, Mapping
+
+import fsspec
+from fsspec.core import url_to_fs
+
+
+def filesystem(uri: str, storage_options: Mapping[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Returns ``(filesystem, path)`` for a URI; ``storage_options`` go to the filesystem (credentials, endpoint)."""
+    return url_to_fs(uri, **dict(storage_options or {}))
+
+
+def join(uri: str, *names: str) -> str:
+    """Joins path components onto a URI or local path with '/'."""
+    return posixpath.join(uri.rstrip("/"), *names) if "://" in uri else posixpath.join(uri, *names)
+
+
+def read_bytes(uri: str, storage_options: Mapping[str, Any] | None = None) -> bytes:
+    """Reads a whole file.
+
+    Raises:
+        FileNotFoundError: the file does not exist (the message names it).
+    """
+    fs, path = filesystem(uri, storage_options)
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"No such file: {uri}") from None
+
+
+def read_json(uri: str, storage_options: Mapping[str, Any] | None = None) -> Any:
+    """Reads and parses a JSON file.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not valid JSON (the message names it).
+    """
+    data = read_bytes(uri, storage_options)
+    try:
+        return json.loads(data)
+    except ValueError as error:
+        raise ValueError(f"{uri} is not valid JSON: {error}") from None
+
+
+def write_json(uri: str, document: Any, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Writes a JSON document as one whole file, creating parent folders on local filesystems."""
+    fs, path = filesystem(uri, storage_options)
+    parent = posixpath.dirname(path)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    fs.pipe_file(path, json.dumps(document, indent=1).encode())

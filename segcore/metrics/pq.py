@@ -1,0 +1,367 @@
+"""Panoptic Quality (PQ = SQ x RQ) with the reference's exact rules, as integer partials that merge in any order.
+
+References:
+    A. Kirillov, K. He, R. Girshick, C. Rother, P. Dollar. "Panoptic Segmentation". CVPR 2019, arXiv:1801.00868.
+    cocodataset/panopticapi, panopticapi/evaluation.py: ``pq_compute_single_core`` and ``PQStat.pq_average``,
+    whose results this module reproduces bit for bit.
+
+The rules, per image (VOID is segment id 0 unless segments_info lists it):
+  * a gt segment and a prediction match iff they share a category, the gt is not crowd, and
+    IoU > 0.5 strictly, with ``union = pred_area + gt_area - intersection - |pred & gt VOID|``;
+  * the prediction's area is counted in its PNG, the ground truth's is read from its JSON;
+  * every unmatched non-crowd gt is a FN; crowd gt segments are kept per category (the last listed wins);
+  * an unmatched prediction is a FP unless ``(|pred & VOID| + |pred & same-category crowd|) / pred_area > 0.5``.
+
+A partial keeps integer counts (tp, fp, fn per category) and, per match, its image rank, ids and integer
+intersection and union. Summing IoUs from those in the reference's order (images in gt-JSON order, matches
+in ascending (gt id, pred id) order, one running float64 sum per category) reproduces panopticapi's
+floating-point result exactly, whatever order the partials were merged in; ``math.fsum`` of the same IoUs
+gives the correctly rounded, order-independent sum as well.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import numba
+import numpy as np
+
+from segcore.categories import Categories
+
+VOID = 0
+OFFSET = 256 * 256 * 256
+MATCH_FIELDS = ("image_rank", "gt_id", "pred_id", "category_id", "intersection", "union")
+
+
+class PQInputError(ValueError):
+    """Ground truth or prediction of one image is inconsistent; the message names the image and the id."""
+
+
+@dataclass
+class PQPartial:
+    """Mergeable Panoptic Quality partial sums: integers only.
+
+    Attributes:
+        counts: category id -> [tp, fp, fn].
+        matches: one tuple per match, fields MATCH_FIELDS.
+        images: number of images folded in.
+    """
+
+    counts: dict[int, list[int]] = field(default_factory=dict)
+    matches: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)
+    images: int = 0
+
+    def __iadd__(self, other: "PQPartial") -> "PQPartial":
+        for category_id, (tp, fp, fn) in other.counts.items():
+            mine = self.counts.setdefault(category_id, [0, 0, 0])
+            mine[0] += tp
+            mine[1] += fp
+            mine[2] += fn
+        self.matches.extend(other.matches)
+        self.images += other.images
+        return self
+
+    def __add__(self, other: "PQPartial") -> "PQPartial":
+        total = PQPartial()
+        total += self
+        total += other
+        return total
+
+    def to_json(self) -> dict:
+        """Returns a JSON-ready form (integers only; matches stored as columns)."""
+        columns = list(zip(*self.matches)) if self.matches else [() for _ in MATCH_FIELDS]
+        return {
+            "images": self.images,
+            "counts": {str(k): list(v) for k, v in sorted(self.counts.items())},
+            "matches": {name: list(column) for name, column in zip(MATCH_FIELDS, columns)},
+        }
+
+    @classmethod
+    def from_json(cls, document: Mapping) -> "PQPartial":
+        """Inverse of :meth:`to_json`."""
+        columns = [document["matches"][name] for name in MATCH_FIELDS]
+        return cls(
+            counts={int(k): list(v) for k, v in document["counts"].items()},
+            matches=[tuple(int(v) for v in row) for row in zip(*columns)],  # type: ignore[misc]
+            images=int(document["images"]),
+        )
+
+
+@dataclass(frozen=True)
+class ClassStats:
+    """PQ sums of one category: counts, the reference-order IoU sum and the exactly rounded one."""
+
+    tp: int
+    fp: int
+    fn: int
+    iou: float
+    iou_exact: float
+
+
+def match_image(
+    image_id: object,
+    gt_ids: np.ndarray,
+    gt_segments: Sequence[Mapping],
+    pred_ids: np.ndarray,
+    pred_segments: Sequence[Mapping],
+    categories: Categories,
+    image_rank: int = 0,
+) -> PQPartial:
+    """Matches one image's prediction to its ground truth with panopticapi's rules.
+
+    Args:
+        image_id: the image's id, for error messages.
+        gt_ids: gt id map  # (H, W) uint32
+        gt_segments: gt segments_info entries {id, category_id, iscrowd, area}.
+        pred_ids: predicted id map  # (H, W) uint32
+        pred_segments: predicted segments_info entries {id, category_id}.
+        categories: the gt dataset's categories.
+        image_rank: the image's position in gt-JSON order, for the reference's summation order.
+
+    Returns:
+        The image's partial.
+
+    Raises:
+        PQInputError: sizes differ; a PNG id is not listed; a listed prediction id is not in its PNG;
+            a category id is unknown; a gt area makes a union non-positive. The message names the image and id.
+    """
+    if gt_ids.shape != pred_ids.shape:
+        raise PQInputError(
+            f"Image {image_id}: gt map is {gt_ids.shape[1]}x{gt_ids.shape[0]} but the prediction is "
+            f"{pred_ids.shape[1]}x{pred_ids.shape[0]} (width x height)"
+        )
+    gt = _segment_table(image_id, gt_segments, categories, "gt")
+    pred = _segment_table(image_id, pred_segments, categories, "prediction")
+    counts = _count_pairs(image_id, gt_ids, gt.keys, pred_ids, pred.keys)
+    pred_area = counts.sum(axis=0)
+    _check_predictions_present(image_id, pred, pred_area)
+    void_row = counts[0] if gt.keys[0] == VOID else np.zeros(len(pred.keys), np.int64)
+    matched_gt, matched_pred, matches = _match_pairs(image_id, counts, gt, pred, pred_area, void_row, image_rank)
+    partial = PQPartial(matches=matches, images=1)
+    for category_id in (m[3] for m in matches):
+        partial.counts.setdefault(category_id, [0, 0, 0])[0] += 1
+    crowd_index = _count_false_negatives(gt, matched_gt, partial)
+    _count_false_positives(pred, matched_pred, counts, pred_area, void_row, crowd_index, partial)
+    return partial
+
+
+def class_stats(partial: PQPartial, categories: Categories) -> dict[int, ClassStats]:
+    """Per-category sums, IoUs folded in the reference's order.
+
+    Returns:
+        category id -> ClassStats, for every category of ``categories`` (zeros where absent).
+    """
+    running: dict[int, float] = {}
+    exact: dict[int, list[float]] = {}
+    for _, _, _, category_id, intersection, union in sorted(partial.matches, key=_reference_order):
+        iou = intersection / union
+        running[category_id] = running.get(category_id, 0.0) + iou
+        exact.setdefault(category_id, []).append(iou)
+    stats = {}
+    for category in categories:
+        tp, fp, fn = partial.counts.get(category.id, (0, 0, 0))
+        stats[category.id] = ClassStats(tp, fp, fn, running.get(category.id, 0.0), math.fsum(exact.get(category.id, ())))
+    return stats
+
+
+def summarize(partial: PQPartial, categories: Categories, exact: bool = False) -> dict:
+    """PQ, SQ and RQ as panopticapi's ``pq_compute`` returns them.
+
+    Args:
+        partial: the merged partial of every image.
+        categories: the gt dataset's categories, in gt-JSON order (the averaging order).
+        exact: use the correctly rounded IoU sums instead of the reference's running sums.
+
+    Returns:
+        ``{"All": {pq, sq, rq, n}, "per_class": {category_id: {pq, sq, rq}}, "Things": ..., "Stuff": ...}``.
+        Where a group has no category with tp + fp + fn > 0 (the reference divides by zero there),
+        its pq, sq and rq are 0.0 and n is 0.
+    """
+    stats = class_stats(partial, categories)
+    results: dict = {}
+    for name, isthing in (("All", None), ("Things", True), ("Stuff", False)):
+        group = [c for c in categories if isthing is None or c.isthing == isthing]
+        results[name], per_class = _average(group, stats, exact)
+        if name == "All":
+            results["per_class"] = per_class
+    return results
+
+
+def _average(group: Iterable, stats: Mapping[int, ClassStats], exact: bool) -> tuple[dict, dict]:
+    """The reference's ``pq_average``: per-class values, then plain means in category order."""
+    pq = sq = rq = 0.0
+    n = 0
+    per_class = {}
+    for category in group:
+        s = stats[category.id]
+        if s.tp + s.fp + s.fn == 0:
+            per_class[category.id] = {"pq": 0.0, "sq": 0.0, "rq": 0.0}
+            continue
+        iou = s.iou_exact if exact else s.iou
+        n += 1
+        per_class[category.id] = {
+            "pq": iou / (s.tp + 0.5 * s.fp + 0.5 * s.fn),
+            "sq": iou / s.tp if s.tp != 0 else 0.0,
+            "rq": s.tp / (s.tp + 0.5 * s.fp + 0.5 * s.fn),
+        }
+        pq += per_class[category.id]["pq"]
+        sq += per_class[category.id]["sq"]
+        rq += per_class[category.id]["rq"]
+    if n == 0:
+        return {"pq": 0.0, "sq": 0.0, "rq": 0.0, "n": 0}, per_class
+    return {"pq": pq / n, "sq": sq / n, "rq": rq / n, "n": n}, per_class
+
+
+def _reference_order(match: tuple) -> tuple[int, int, int]:
+    return match[0], match[1], match[2]
+
+
+@dataclass(frozen=True)
+class _SegmentTable:
+    """One side's segments as parallel arrays over ``keys`` (listed ids plus VOID, ascending)."""
+
+    keys: np.ndarray  # (K,) int64 ascending
+    listed: np.ndarray  # (K,) bool
+    category: np.ndarray  # (K,) int64
+    crowd: np.ndarray  # (K,) bool
+    area: np.ndarray  # (K,) int64 (JSON areas; 0 where not listed)
+    order: list[int]  # key indices of the listed segments in segments_info order (first occurrence)
+
+
+def _segment_table(image_id: object, segments: Sequence[Mapping], categories: Categories, role: str) -> _SegmentTable:
+    """Indexes segments_info by id; like the reference, a repeated id keeps its last entry."""
+    by_id: dict[int, Mapping] = {}
+    for segment in segments:
+        try:
+            by_id[int(segment["id"])] = segment
+        except (KeyError, TypeError, ValueError):
+            raise PQInputError(f"Image {image_id}: {role} segment {dict(segment)!r} has no integer 'id'") from None
+    keys = np.array(sorted(set(by_id) | {VOID}), dtype=np.int64)
+    index = {int(k): i for i, k in enumerate(keys)}
+    size = len(keys)
+    listed = np.zeros(size, bool)
+    category = np.full(size, -1, np.int64)
+    crowd = np.zeros(size, bool)
+    area = np.zeros(size, np.int64)
+    for segment_id, segment in by_id.items():
+        i = index[segment_id]
+        listed[i] = True
+        category[i] = _category_of(image_id, segment_id, segment, categories, role)
+        crowd[i] = segment.get("iscrowd", 0) == 1
+        if role == "gt":
+            area[i] = _gt_area(image_id, segment_id, segment)
+    return _SegmentTable(keys, listed, category, crowd, area, [index[s] for s in by_id])
+
+
+def _category_of(image_id: object, segment_id: int, segment: Mapping, categories: Categories, role: str) -> int:
+    category_id = segment.get("category_id")
+    if category_id not in categories:
+        raise PQInputError(f"Image {image_id}: {role} segment {segment_id} has unknown category_id {category_id}")
+    return int(category_id)
+
+
+def _gt_area(image_id: object, segment_id: int, segment: Mapping) -> int:
+    area = segment.get("area")
+    if not isinstance(area, (int, np.integer)) or area <= 0:
+        raise PQInputError(f"Image {image_id}: gt segment {segment_id} needs a positive integer 'area', but has {area!r}")
+    return int(area)
+
+
+def _count_pairs(image_id: object, gt_ids: np.ndarray, gt_keys: np.ndarray, pred_ids: np.ndarray, pred_keys: np.ndarray) -> np.ndarray:
+    """Joint histogram: ``counts[i, j]`` = pixels with gt id gt_keys[i] and predicted id pred_keys[j]."""
+    counts = np.zeros((len(gt_keys), len(pred_keys)), np.int64)
+    status, segment_id = _pair_histogram(gt_ids.reshape(-1), pred_ids.reshape(-1), gt_keys, pred_keys, counts)
+    if status:
+        role = "gt" if status == 1 else "prediction"
+        raise PQInputError(f"Image {image_id}: segment id {segment_id} is in the {role} PNG but not in its segments_info")
+    return counts
+
+
+def _check_predictions_present(image_id: object, pred: _SegmentTable, pred_area: np.ndarray) -> None:
+    absent = pred.keys[pred.listed & (pred_area == 0)]
+    if absent.size:
+        raise PQInputError(
+            f"Image {image_id}: prediction segment ids {absent.tolist()} are in segments_info but not in the PNG"
+        )
+
+
+def _match_pairs(image_id, counts, gt: _SegmentTable, pred: _SegmentTable, pred_area, void_row, image_rank):
+    """Finds the IoU > 0.5 matches among same-category, non-crowd pairs, in ascending (gt id, pred id) order."""
+    rows, cols = np.nonzero(counts)
+    keep = gt.listed[rows] & pred.listed[cols] & ~gt.crowd[rows] & (gt.category[rows] == pred.category[cols])
+    rows, cols = rows[keep], cols[keep]
+    intersection = counts[rows, cols]
+    union = pred_area[cols] + gt.area[rows] - intersection - void_row[cols]
+    if (union <= 0).any():
+        bad = int(gt.keys[rows[np.argmax(union <= 0)]])
+        raise PQInputError(f"Image {image_id}: gt segment {bad} has an 'area' in segments_info smaller than its overlap")
+    is_match = intersection / union > 0.5
+    rows, cols = rows[is_match], cols[is_match]
+    matches = [
+        (image_rank, int(gt.keys[r]), int(pred.keys[c]), int(gt.category[r]), int(counts[r, c]), int(u))
+        for r, c, u in zip(rows.tolist(), cols.tolist(), union[is_match].tolist())
+    ]
+    return set(rows.tolist()), set(cols.tolist()), matches
+
+
+def _count_false_negatives(gt: _SegmentTable, matched: set[int], partial: PQPartial) -> dict[int, int]:
+    """Counts unmatched non-crowd gt as FN; returns category -> key index of its (last listed) crowd segment."""
+    crowd_index: dict[int, int] = {}
+    for i in gt.order:
+        if i in matched:
+            continue
+        category_id = int(gt.category[i])
+        if gt.crowd[i]:
+            crowd_index[category_id] = i
+            continue
+        partial.counts.setdefault(category_id, [0, 0, 0])[2] += 1
+    return crowd_index
+
+
+def _count_false_positives(pred, matched, counts, pred_area, void_row, crowd_index, partial: PQPartial) -> None:
+    """Counts unmatched predictions as FP unless more than half of them lies on VOID or same-category crowd."""
+    for j in pred.order:
+        if j in matched:
+            continue
+        category_id = int(pred.category[j])
+        ignored = int(void_row[j])
+        if category_id in crowd_index:
+            ignored += int(counts[crowd_index[category_id], j])
+        if ignored / int(pred_area[j]) > 0.5:
+            continue
+        partial.counts.setdefault(category_id, [0, 0, 0])[1] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _pair_histogram(gt, pred, gt_keys, pred_keys, counts):  # pragma: no cover - compiled
+    """Counts (gt, pred) id pairs into ``counts``; returns (0, 0), or (1 | 2, id) for an id missing from the keys.
+
+    Ids are looked up by binary search only where they change, so flat regions cost one compare per pixel.
+    """
+    last_gt = np.int64(-1)
+    last_pred = np.int64(-1)
+    row = 0
+    col = 0
+    n = gt.size
+    p = 0
+    while p < n:
+        g = np.int64(gt[p])
+        q = np.int64(pred[p])
+        if g != last_gt:
+            row = np.searchsorted(gt_keys, g)
+            if row == gt_keys.size or gt_keys[row] != g:
+                return 1, g
+            last_gt = g
+        if q != last_pred:
+            col = np.searchsorted(pred_keys, q)
+            if col == pred_keys.size or pred_keys[col] != q:
+                return 2, q
+            last_pred = q
+        run = p + 1
+        while run < n and gt[run] == gt[p] and pred[run] == pred[p]:
+            run += 1
+        counts[row, col] += run - p
+        p = run
+    return 0, 0

@@ -5,7 +5,7 @@ References:
     cocodataset/panopticapi, panopticapi/evaluation.py: ``pq_compute_single_core`` and ``PQStat.pq_average``,
     whose results this module reproduces bit for bit.
 
-The rules, per image (VOID is segment id 0 unless segments_info lists it):
+The rules, per image (VOID is segment id 0 unless segments_info lists it; a listed id 0 is a real segment):
   * a gt segment and a prediction match iff they share a category, the gt is not crowd, and
     IoU > 0.5 strictly, with ``union = pred_area + gt_area - intersection - |pred & gt VOID|``;
   * the prediction's area is counted in its PNG, the ground truth's is read from its JSON;
@@ -137,7 +137,9 @@ def match_image(
     counts = _count_pairs(image_id, gt_ids, gt.keys, pred_ids, pred.keys)
     pred_area = counts.sum(axis=0)
     _check_predictions_present(image_id, pred, pred_area)
-    void_row = counts[0] if gt.keys[0] == VOID else np.zeros(len(pred.keys), np.int64)
+    # VOID is gt id 0 when unlisted. (panopticapi also takes a listed id 0 off unions as VOID, which
+    # can divide by zero; COCO never lists 0, and here a listed 0 is a real segment only.)
+    void_row = np.zeros(len(pred.keys), np.int64) if gt.listed[0] else counts[0]
     matched_gt, matched_pred, matches = _match_pairs(image_id, counts, gt, pred, pred_area, void_row, image_rank)
     partial = PQPartial(matches=matches, images=1)
     for category_id in (m[3] for m in matches):
@@ -203,7 +205,7 @@ def _average(group: Iterable, stats: Mapping[int, ClassStats], exact: bool) -> t
         n += 1
         per_class[category.id] = {
             "pq": iou / (s.tp + 0.5 * s.fp + 0.5 * s.fn),
-            "sq": iou / s.tp if s.tp != 0 else 0.0,
+            "sq": iou / s.tp if s.tp != 0 else 0,  # an int 0, as in the reference
             "rq": s.tp / (s.tp + 0.5 * s.fp + 0.5 * s.fn),
         }
         pq += per_class[category.id]["pq"]

@@ -1,0 +1,59 @@
+"""Shared fixtures: the real COCO sample, categories, synthetic corpora, and a module-scoped local Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from segcore.categories import categories_from_json
+
+DATA = Path(__file__).parent / "data"
+COCO_SAMPLE = DATA / "coco_panoptic_sample"
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+@pytest.fixture(scope="session")
+def coco_sample() -> Path:
+    """The real COCO panoptic sample: two val images, their gt JSON and PNGs."""
+    return COCO_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def coco_gt() -> dict:
+    return json.loads((COCO_SAMPLE / "panoptic_examples.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def coco_categories(coco_gt):
+    return categories_from_json(coco_gt)
+
+
+@pytest.fixture()
+def coco_copy(tmp_path) -> Path:
+    """A writable copy of the COCO sample's gt JSON and PNG folder (gt.json + gt/)."""
+    shutil.copy(COCO_SAMPLE / "panoptic_examples.json", tmp_path / "gt.json")
+    shutil.copytree(COCO_SAMPLE / "panoptic_examples", tmp_path / "gt")
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def synthetic_corpus(tmp_path_factory):
+    """A small seeded synthetic corpus (gt.json, gt/, pred.json, pred/)."""
+    from segcore.synthetic import write_corpus
+
+    return write_corpus(tmp_path_factory.mktemp("corpus"), 24, seed=7, height=120, width=160, processes=1)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance with 2 CPUs, shut down after the module."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -20,6 +20,29 @@ def join(uri: str, *names: str) -> str:
     return posixpath.join(uri.rstrip("/"), *names) if "://" in uri else posixpath.join(uri, *names)
 
 
+class Folder:
+    """A folder on any fsspec filesystem, resolved once, from which many files are read by name."""
+
+    def __init__(self, uri: str, storage_options: Mapping[str, Any] | None = None):
+        self.uri = uri
+        self.fs, self.path = filesystem(uri, storage_options)
+
+    def uri_of(self, name: str) -> str:
+        """The URI of a file in this folder, for messages."""
+        return join(self.uri, name)
+
+    def read_bytes(self, name: str) -> bytes:
+        """Reads a whole file of this folder.
+
+        Raises:
+            FileNotFoundError: no such file (the message names it).
+        """
+        try:
+            return self.fs.cat_file(posixpath.join(self.path, name))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"No such file: {self.uri_of(name)}") from None
+
+
 def read_bytes(uri: str, storage_options: Mapping[str, Any] | None = None) -> bytes:
     """Reads a whole file.
 

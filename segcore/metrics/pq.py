@@ -340,30 +340,29 @@ def _count_false_positives(pred, matched, counts, pred_area, void_row, crowd_ind
 def _pair_histogram(gt, pred, gt_keys, pred_keys, counts):  # pragma: no cover - compiled
     """Counts (gt, pred) id pairs into ``counts``; returns (0, 0), or (1 | 2, id) for an id missing from the keys.
 
-    Ids are looked up by binary search only where they change, so flat regions cost one compare per pixel.
+    A first, vectorisable pass marks the pixels where either id changes; the second visits only those
+    (skipping eight unchanged pixels at a time) and looks ids up by binary search.
     """
-    last_gt = np.int64(-1)
-    last_pred = np.int64(-1)
-    row = 0
-    col = 0
     n = gt.size
-    p = 0
-    while p < n:
-        g = np.int64(gt[p])
-        q = np.int64(pred[p])
-        if g != last_gt:
-            row = np.searchsorted(gt_keys, g)
-            if row == gt_keys.size or gt_keys[row] != g:
-                return 1, g
-            last_gt = g
-        if q != last_pred:
-            col = np.searchsorted(pred_keys, q)
-            if col == pred_keys.size or pred_keys[col] != q:
-                return 2, q
-            last_pred = q
-        run = p + 1
-        while run < n and gt[run] == gt[p] and pred[run] == pred[p]:
-            run += 1
-        counts[row, col] += run - p
-        p = run
+    change = np.zeros((n + 7) // 8 * 8, np.uint8)
+    change[0] = 1
+    for i in range(1, n):
+        change[i] = (gt[i] != gt[i - 1]) | (pred[i] != pred[i - 1])
+    words = change.view(np.uint64)
+    row = col = start = 0
+    for word in range(words.size):
+        if words[word] == 0:
+            continue
+        for i in range(word * 8, min(word * 8 + 8, n)):
+            if not change[i]:
+                continue
+            counts[row, col] += i - start
+            start = i
+            row = np.searchsorted(gt_keys, np.int64(gt[i]))
+            if row == gt_keys.size or gt_keys[row] != gt[i]:
+                return 1, np.int64(gt[i])
+            col = np.searchsorted(pred_keys, np.int64(pred[i]))
+            if col == pred_keys.size or pred_keys[col] != pred[i]:
+                return 2, np.int64(pred[i])
+    counts[row, col] += n - start
     return 0, 0

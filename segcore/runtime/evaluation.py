@@ -94,9 +94,11 @@ def evaluate_pairs(
         pq.PQInputError: a PNG is missing or unreadable, or gt and prediction disagree; the image is named.
     """
     total = pq.PQPartial()
+    gt_fs = storage.Folder(gt_folder, storage_options)
+    pred_fs = storage.Folder(pred_folder, storage_options)
     for pair in pairs:
-        gt_ids = _read_map(pair, gt_folder, pair.gt, "gt", storage_options)
-        pred_ids = _read_map(pair, pred_folder, pair.pred, "prediction", storage_options)
+        gt_ids = _read_map(pair, gt_fs, pair.gt, "gt")
+        pred_ids = _read_map(pair, pred_fs, pair.pred, "prediction")
         if pair.size is not None and gt_ids.shape != tuple(pair.size):
             raise pq.PQInputError(
                 f"Image {pair.image_id}: gt PNG is {gt_ids.shape[1]}x{gt_ids.shape[0]} but the images list says "
@@ -165,10 +167,10 @@ def format_table(results: Mapping, categories: Categories, per_class: bool = Fal
     return "\n".join(lines)
 
 
-def _read_map(pair: ImagePair, folder: str, annotation: Mapping, role: str, storage_options) -> Any:
-    uri = storage.join(folder, annotation["file_name"])
+def _read_map(pair: ImagePair, folder: storage.Folder, annotation: Mapping, role: str) -> Any:
+    uri = folder.uri_of(annotation["file_name"])
     try:
-        return decode_id_map(storage.read_bytes(uri, storage_options))
+        return decode_id_map(folder.read_bytes(annotation["file_name"]))
     except FileNotFoundError:
         raise pq.PQInputError(f"Image {pair.image_id}: {role} PNG {uri} does not exist") from None
     except PNGError as error:

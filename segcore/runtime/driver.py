@@ -43,14 +43,21 @@ def evaluate_on_ray(pairs: Sequence[ImagePair], config: EvaluationConfig, catego
     remote = ray.remote(num_cpus=1)(evaluate_pairs)
     chunks = chunk(pairs, config.workers * CHUNKS_PER_WORKER)
     categories_ref = ray.put(categories)
-    pending = [
-        remote.remote(part, config.gt_folder, config.pred_folder, categories_ref, dict(config.storage_options))
-        for part in chunks
-    ]
+    options = dict(config.storage_options)
     total = pq.PQPartial()
+    pending: list = []
+    for part in chunks:  # at most `workers` chunks in flight
+        if len(pending) == config.workers:
+            total += _take_finished(ray, pending)
+        pending.append(remote.remote(part, config.gt_folder, config.pred_folder, categories_ref, options))
     while pending:
-        done, pending = ray.wait(pending)
-        for partial in ray.get(done):
-            total += partial
+        total += _take_finished(ray, pending)
     log.info("evaluated %d images in %d chunks on Ray", total.images, len(chunks))
     return total
+
+
+def _take_finished(ray, pending: list) -> pq.PQPartial:
+    """Waits for one task of ``pending``, removes it and returns its partial."""
+    (done,), rest = ray.wait(pending, num_returns=1)
+    pending[:] = rest
+    return ray.get(done)

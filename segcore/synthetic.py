@@ -130,6 +130,7 @@ def _draw_things(
     plans: list[SegmentPlan],
     thing_ids: Sequence[int],
     n_things: int,
+    min_thing_radius: float = 3.0,
 ) -> None:
     """Draws crowd regions, then instances grouped in clusters of one class, onto a mode-"I" canvas.
 
@@ -153,7 +154,7 @@ def _draw_things(
         plans.append(SegmentPlan(int(group_categories[group])))
         cx = group_centers[group][0] + rng.normal(0, group_spread[group])
         cy = group_centers[group][1] + rng.normal(0, group_spread[group])
-        _draw_shape(draw, rng, cx, cy, _random_radius(rng, 3, short_side / 4), len(plans))
+        _draw_shape(draw, rng, cx, cy, _random_radius(rng, min_thing_radius, short_side / 4), len(plans))
 
 
 def _void_rims(rng: np.random.Generator, index_map: np.ndarray, n_plans: int) -> None:
@@ -268,6 +269,7 @@ def make_scene(
     width: int,
     categories: Categories,
     n_segments: tuple[int, int] = (8, 25),
+    min_thing_radius: float = 3.0,
 ) -> tuple[np.ndarray, list[dict]]:
     """Draws one ground-truth panoptic scene.
 
@@ -276,6 +278,8 @@ def make_scene(
         height, width: image size in pixels.
         categories: dataset categories; at least one thing and one stuff category.
         n_segments: inclusive range of segments to draw (occluded ones vanish, so a few less may remain).
+        min_thing_radius: smallest radius of a thing instance in pixels (radii are log-uniform up to a quarter
+            of the short side).
 
     Returns:
         ``(id_map, segments_info)``: ``id_map`` # (H, W) uint32 with 0 = VOID; ``segments_info`` entries
@@ -291,7 +295,7 @@ def make_scene(
     n_stuff = int(rng.integers(1, min(6, n_total - 2, stuff_ids.size) + 1))
     plans = [SegmentPlan(int(c)) for c in rng.choice(stuff_ids, n_stuff, replace=False)]
     canvas = Image.fromarray(_stuff_layer(rng, height, width, n_stuff))
-    _draw_things(rng, canvas, plans, thing_ids, n_total - n_stuff)
+    _draw_things(rng, canvas, plans, thing_ids, n_total - n_stuff, min_thing_radius)
     if rng.random() < 0.4:
         _draw_void_blobs(rng, canvas, int(rng.integers(1, 4)))
     index_map = np.array(canvas, dtype=np.int32)
@@ -539,6 +543,105 @@ def make_prediction(
     pred_map = _draw_false_positives(rng, pred_map, plans, categories)
     scores = [{"score": round(float(rng.uniform(0.05, 1.0)), 4)} for _ in plans]
     return _to_id_map(rng, pred_map, plans, scores)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Photos: an RGB rendering of a scene, so that a model can learn to segment it.
+# ----------------------------------------------------------------------------------------------------------------
+
+# The demo label space: three COCO things and two COCO stuff classes, with their real (sparse) COCO ids.
+DEMO_CATEGORY_IDS = (1, 3, 18, 187, 193)  # person, car, dog, sky-other-merged, grass-merged
+DEMO_SIZES = ((128, 128), (128, 160), (160, 128))  # (height, width) of demo images
+_DEMO_STREAM = 2
+
+
+def demo_categories() -> Categories:
+    """The five COCO panoptic categories the demo model knows (3 things, 2 stuff), with their COCO ids."""
+    coco = coco_panoptic_categories()
+    return Categories(coco.by_id(category_id) for category_id in DEMO_CATEGORY_IDS)
+
+
+def _category_look(category_id: int) -> np.ndarray:
+    """A category's appearance, fixed by its id: ``[r, g, b, stripe frequency, stripe angle, stripe amplitude]``."""
+    look_rng = np.random.default_rng([category_id, 7919])
+    colour = look_rng.uniform(25, 230, 3)
+    stripes = [look_rng.uniform(0.15, 0.9), look_rng.uniform(0, np.pi), look_rng.uniform(6, 28)]
+    return np.concatenate([colour, stripes])
+
+
+def render_image(
+    rng: np.random.Generator, id_map: np.ndarray, segments_info: Sequence[dict], categories: Categories
+) -> np.ndarray:
+    """Paints a scene as a photo-like RGB image.
+
+    Every category has its own colour and stripe texture (a function of its id); each thing instance gets its
+    own brightness, a shading gradient and a dark outline, so instances of a class can be told apart. VOID is
+    grey noise. Only the scene's segments are read; ``categories`` tells things from stuff.
+
+    Args:
+        rng: draws the per-instance variation and the sensor noise.
+        id_map: the scene's segment ids, 0 = VOID.  # (H, W) uint32
+        segments_info: the scene's segments, ``{id, category_id, ...}``.
+        categories: dataset categories holding every ``category_id`` of the scene.
+
+    Returns:
+        the image.  # (H, W, 3) uint8
+    """
+    height, width = id_map.shape
+    index_map = _to_index_map(id_map, segments_info)
+    n = len(segments_info)
+    looks = np.zeros((n + 1, 6), dtype=np.float32)
+    looks[0] = [128, 128, 128, 0, 0, 0]
+    isthing = np.zeros(n + 1, dtype=bool)
+    shading = np.zeros((n + 1, 3), dtype=np.float32)  # per-instance gradient (d/dx, d/dy) and brightness
+    for index, segment in enumerate(segments_info, start=1):
+        looks[index] = _category_look(int(segment["category_id"]))
+        isthing[index] = categories.by_id(int(segment["category_id"])).isthing
+        if isthing[index]:
+            shading[index] = [rng.normal(0, 0.6), rng.normal(0, 0.6), rng.normal(0, 22)]
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    look = looks[index_map]  # (H, W, 6)
+    phase = look[..., 3] * (xx * np.cos(look[..., 4]) + yy * np.sin(look[..., 4]))
+    tone = look[..., 5] * np.sin(phase)
+    shade = shading[index_map]
+    tone += shade[..., 2] + shade[..., 0] * (xx - width / 2) + shade[..., 1] * (yy - height / 2)
+    image = look[..., :3] + tone[..., None] + rng.normal(0, 6, (height, width, 3)).astype(np.float32)
+    image[_thing_outline(index_map, isthing)] *= 0.35
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _thing_outline(index_map: np.ndarray, isthing: np.ndarray) -> np.ndarray:
+    """Pixels on the boundary of a thing segment.  # (H, W) bool"""
+    edge = np.zeros(index_map.shape, dtype=bool)
+    horizontal = index_map[:, :-1] != index_map[:, 1:]
+    vertical = index_map[:-1, :] != index_map[1:, :]
+    thing = isthing[index_map]
+    edge[:, :-1] |= horizontal & thing[:, :-1]
+    edge[:, 1:] |= horizontal & thing[:, 1:]
+    edge[:-1, :] |= vertical & thing[:-1, :]
+    edge[1:, :] |= vertical & thing[1:, :]
+    return edge
+
+
+def make_demo_sample(
+    seed: int, index: int, size: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Draws sample ``index`` of the demo data with ``seed``: ``(image, id_map, segments_info)``.
+
+    The scene uses :func:`demo_categories`, 4 to 10 segments and things of at least 6 pixels radius; ``size``
+    (height, width) defaults to one of :data:`DEMO_SIZES` drawn per sample. The result depends on
+    (seed, index, size) only.
+
+    Returns:
+        ``image`` # (H, W, 3) uint8; ``id_map`` # (H, W) uint32, 0 = VOID; ``segments_info`` as
+        :func:`make_scene` returns it.
+    """
+    rng = np.random.default_rng([seed, index, _DEMO_STREAM])
+    if size is None:
+        size = DEMO_SIZES[int(rng.integers(len(DEMO_SIZES)))]
+    categories = demo_categories()
+    id_map, segments_info = make_scene(rng, size[0], size[1], categories, n_segments=(4, 10), min_thing_radius=6.0)
+    return render_image(rng, id_map, segments_info, categories), id_map, segments_info
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -57,3 +57,30 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A local S3 server (moto in server mode, over HTTP); yields fsspec storage options for s3fs."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": f"http://{host}:{port}",
+}}
+    server.stop()
+
+
+@pytest.fixture()
+def s3_bucket(s3_server, request):
+    """A fresh bucket on the local S3 server: ``(bucket URI, storage options)``."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**s3_server, skip_instance_cache=True)
+    name = "test-" + request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:40]
+    fs.mkdir(name)
+    return f"s3://{name}", s3_server

@@ -1,0 +1,1 @@
+"""Segmentation models: the Segmenter contract, a registry of model specs, one module per backend."""

@@ -154,7 +154,9 @@ def train(config: TrainConfig) -> Path:
         optimizer.step()
         if step % 50 == 0 or step == config.steps - 1:
             logger.info("step %d/%d loss %.3f (%.0f s)", step, config.steps, loss.item(), time.monotonic() - started)
-    return save(model, Path(config.out), {"train": config.__dict__, "seconds": round(time.monotonic() - started)})
+    out = save(model, Path(config.out), {"train": config.__dict__, "seconds": round(time.monotonic() - started)})
+    logger.info("held-out PQ: %s", record_evaluation(out)["All"])
+    return out
 
 
 def save(model: torch.nn.Module, out: Path, provenance: dict) -> Path:
@@ -165,3 +167,36 @@ def save(model: torch.nn.Module, out: Path, provenance: dict) -> Path:
     (out / "preprocessor_config.json").write_text(json.dumps(image_processor_config(), indent=2) + "\n")
     (out / "training.json").write_text(json.dumps(provenance, indent=2) + "\n")
     return out
+
+
+def heldout_pq(segmenter, n_images: int = 64, seed: int = HELDOUT_SEED, batch_size: int = 8) -> dict:
+    """PQ of a segmenter on ``n_images`` held-out demo samples (panopticapi's rules, segcore.metrics.pq).
+
+    Returns:
+        the summary dict of :func:`segcore.metrics.pq.summarize` (``All``, ``Things``, ``Stuff``, ``per_class``).
+    """
+    from segcore.metrics.pq import PQPartial, match_image, summarize
+
+    categories = demo_categories()
+    total = PQPartial()
+    for start in range(0, n_images, batch_size):
+        samples = [make_demo_sample(seed, index) for index in range(start, min(n_images, start + batch_size))]
+        results = segmenter.segment([image for image, _, _ in samples])
+        for rank, ((_, gt_map, gt_segments), result) in enumerate(zip(samples, results), start=start):
+            pred_map = result.id_map_numpy().astype(np.uint32)
+            total += match_image(rank, gt_map, gt_segments, pred_map, result.segments, categories, rank)
+    return summarize(total, categories)
+
+
+def record_evaluation(model_dir: Path, n_images: int = 200) -> dict:
+    """Evaluates a saved demo model on the held-out split and adds the result to its ``training.json``."""
+    from segcore.models.hf import load_hf
+    from segcore.models.registry import ModelOptions
+
+    segmenter = load_hf(str(model_dir), ModelOptions(device="cpu"), demo_categories(), spec="demo")
+    summary = heldout_pq(segmenter, n_images)
+    provenance_file = Path(model_dir) / "training.json"
+    provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
+    provenance["heldout"] = {"seed": HELDOUT_SEED, "images": n_images, **{k: summary[k] for k in ("All", "Things", "Stuff")}}
+    provenance_file.write_text(json.dumps(provenance, indent=2) + "\n")
+    return provenance["heldout"]

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from segcore.categories import Categories, LabelMap, coco_panoptic_categories, label_map_by_name
 from segcore.models.base import (
     PanopticResult,
+    StageClock,
     autocast,
     category_lookup,
     finish_batch,
@@ -52,6 +53,7 @@ FAMILIES = {
     "eomt": ("EomtForUniversalSegmentation", "class_queries_logits", "masks_queries_logits", "EomtImageProcessor"),
 }
 DEFAULT_SCORE_THRESHOLD = 0.8
+DEFAULT_OVERLAP_THRESHOLD = 0.8
 PLACEHOLDER_LABELS = ("N/A", "__background__", "background")  # label names allowed to map to no category
 ONEFORMER_TASK = "the task is panoptic"
 
@@ -186,20 +188,32 @@ class HFSegmenter:
         self.device = next(model.parameters()).device
         self.dtype = resolve_dtype(options.dtype)
         score = options.score_threshold if options.score_threshold is not None else DEFAULT_SCORE_THRESHOLD
-        self.thresholds = Thresholds(score, options.mask_threshold, options.overlap_threshold)
+        overlap = options.overlap_threshold if options.overlap_threshold is not None else DEFAULT_OVERLAP_THRESHOLD
+        self.thresholds = Thresholds(score, options.mask_threshold, overlap)
         self.labels = LabelTables(*category_lookup(label_map, categories, self.device))
         self.task_inputs = task_inputs
         self._takes_pixel_mask = "pixel_mask" in inspect.signature(model.forward).parameters
         self._class_output, self._mask_output = FAMILIES[family][1:3]
 
-    def segment(self, images: Sequence[np.ndarray | torch.Tensor]) -> list[PanopticResult]:
-        """Segments RGB uint8 images ``(H, W, 3)`` of mixed sizes; see :class:`segcore.models.base.Segmenter`."""
+    def segment(
+        self, images: Sequence[np.ndarray | torch.Tensor], timings: dict[str, float] | None = None
+    ) -> list[PanopticResult]:
+        """Segments RGB uint8 images ``(H, W, 3)`` of mixed sizes; see :class:`segcore.models.base.Segmenter`.
+
+        Args:
+            images: the batch.
+            timings: when given, seconds spent in ``preprocess``, ``forward`` and ``postprocess`` are added to
+                it (the device is synchronised between stages, which costs a little).
+        """
         if len(images) == 0:
             return []
-        tensors = images_to_device(images, self.device)
+        clock = StageClock(self.device, timings)
         with torch.inference_mode():
+            tensors = images_to_device(images, self.device)
             pixel_values, pixel_mask, valid_sizes = prepare_batch(tensors, self.preprocessing)
+            clock.lap("preprocess")
             class_logits, mask_logits = self.forward(pixel_values, pixel_mask)
+            clock.lap("forward")
             padded_h, padded_w = pixel_values.shape[2:]
             grid_h, grid_w = mask_logits.shape[2:]
             valid_grid = [(h * grid_h / padded_h, w * grid_w / padded_w) for h, w in valid_sizes]
@@ -207,7 +221,9 @@ class HFSegmenter:
             id_maps, tables = panoptic_from_queries(
                 class_logits, mask_logits, valid_grid, output_sizes, self.labels, self.thresholds
             )
-            return finish_batch(id_maps, tables)
+            results = finish_batch(id_maps, tables)
+            clock.lap("postprocess")
+            return results
 
     def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Runs the model under autocast; returns float32 ``(class_logits (B, Q, L+1), mask_logits (B, Q, h, w))``."""
@@ -261,14 +277,37 @@ def load_hf(
         raise ValueError(f"Expected a model of type {sorted(FAMILIES)} at {source!r}, but got {family!r}")
     model_class = getattr(transformers, FAMILIES[family][0])
     model = model_class.from_pretrained(location, revision=options.revision, dtype=torch.float32)
-    model.to(device).eval()
+    task_inputs = _oneformer_task_inputs(location, config, device, options.revision) if family == "oneformer" else None
+    processor_config = _processor_config(location, family, options.revision)
+    logger.info("loaded %s model from %s on %s (%d labels)", family, source, device, config.num_labels)
+    return segmenter_from_model(
+        model, processor_config, options, categories, spec or f"hf:{source}", source, task_inputs
+    )
+
+
+def segmenter_from_model(
+    model: torch.nn.Module,
+    processor_config: Mapping,
+    options: ModelOptions,
+    categories: Categories,
+    spec: str,
+    source: str,
+    task_inputs: torch.Tensor | None = None,
+) -> HFSegmenter:
+    """Wraps an already built transformers model (e.g. random weights from a published config, for benchmarks).
+
+    Raises:
+        ValueError: unsupported model type, or labels that do not map to ``categories``.
+    """
+    config = model.config
+    if config.model_type not in FAMILIES:
+        raise ValueError(f"Expected a model of type {sorted(FAMILIES)}, but got {config.model_type!r}")
+    model.to(select_device(options.device)).eval()
     names = [str(config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
     label_map = _label_map(names, categories, options)
-    preprocessing = Preprocessing.from_config(_processor_config(location, family, options.revision), family)
-    task_inputs = _oneformer_task_inputs(location, config, device, options.revision) if family == "oneformer" else None
-    logger.info("loaded %s model from %s on %s (%d labels)", family, source, device, len(names))
+    preprocessing = Preprocessing.from_config(processor_config, config.model_type)
     return HFSegmenter(
-        model, family, preprocessing, label_map, categories, options, spec or f"hf:{source}", source, task_inputs
+        model, config.model_type, preprocessing, label_map, categories, options, spec, source, task_inputs
     )
 
 

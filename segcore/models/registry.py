@@ -24,9 +24,12 @@ class ModelOptions:
         device: ``cpu``, ``cuda``, ``cuda:N``; None picks ``cuda`` when present.
         dtype: forward-pass precision (autocast): float32, bfloat16 or float16; post-processing is float32.
         label_map: URI of a JSON file mapping model labels to dataset category ids (overrides label names).
-        score_threshold: smallest class score of a kept query/instance; None uses the backend's default.
-        mask_threshold: mask probability above which a pixel belongs to a query's mask.
-        overlap_threshold: smallest fraction of a query's mask it must keep after overlaps are resolved.
+        score_threshold: a query or instance is kept when its class score passes this (``hf:`` strictly above,
+            as transformers; ``torchvision:`` at or above, as detectron2); None uses the backend's default
+            (``hf:`` 0.8, ``torchvision:`` 0.5).
+        mask_threshold: mask probability at or above which a pixel belongs to a query's or instance's mask.
+        overlap_threshold: the fraction of its mask a query or instance must keep once overlaps are resolved;
+            None uses the backend's default (``hf:`` more than 0.8, ``torchvision:`` at least 0.5 as Panoptic FPN).
         revision: hub revision (commit, tag or branch) of an ``hf:`` hub id.
         storage_options: fsspec options for weight and label-map URIs (credentials, endpoints).
         cache_dir: local cache for fetched weights; None uses ``$SEGCORE_CACHE`` or ``~/.cache/segcore``.
@@ -37,7 +40,7 @@ class ModelOptions:
     label_map: str | None = None
     score_threshold: float | None = None
     mask_threshold: float = 0.5
-    overlap_threshold: float = 0.8
+    overlap_threshold: float | None = None
     revision: str | None = None
     storage_options: Mapping = field(default_factory=dict)
     cache_dir: str | None = None
@@ -161,3 +164,35 @@ def load_segmenter(spec: str, options: ModelOptions | None = None, categories: C
     from segcore.models.torchvision_backend import load_torchvision
 
     return load_torchvision(target, options, categories, spec=spec)
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the Hugging Face hub answers (False when ``HF_HUB_OFFLINE`` is set or the network is closed)."""
+    import os
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false"):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://", 1)[-1].split("/")[0]
+    host, _, port = endpoint.partition(":")
+    try:
+        with socket.create_connection((host, int(port or 443)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def default_spec(reachable: bool | None = None) -> str:
+    """The model used when none is named: the default preset when the hub is reachable, else the demo model."""
+    reachable = hub_reachable() if reachable is None else reachable
+    return DEFAULT_PRESET if reachable else DEMO_SPEC
+
+
+def describe_specs() -> str:
+    """One line per backend and preset, for ``--help`` and error messages."""
+    lines = [
+        "demo: the shipped demo model (5 synthetic classes; offline)",
+        "hf:<hub id | local dir | fsspec URI>: transformers DETR, MaskFormer, Mask2Former, OneFormer, EoMT",
+        "torchvision:<instance>[@ckpt]+<semantic>[@ckpt]: Mask R-CNN + a semantic model, fused",
+    ]
+    return "\n".join(lines + [f"{name}: {preset.description}" for name, preset in PRESETS.items()])

@@ -14,7 +14,7 @@ from segcore.models.hf import Preprocessing, load_hf, prepare_batch
 from segcore.models.registry import ModelOptions, load_segmenter
 from segcore.synthetic import demo_categories, make_demo_sample
 
-from conftest import FAMILIES
+from tiny_models import FAMILIES
 
 DEMO_IDS = {c.id: c for c in demo_categories()}
 PERMISSIVE = ModelOptions(device="cpu", score_threshold=0.0, overlap_threshold=0.0)

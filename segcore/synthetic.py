@@ -628,7 +628,7 @@ def make_demo_sample(
 ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Draws sample ``index`` of the demo data with ``seed``: ``(image, id_map, segments_info)``.
 
-    The scene uses :func:`demo_categories`, 4 to 10 segments and things of at least 6 pixels radius; ``size``
+    The scene uses :func:`demo_categories`, 3 to 8 segments and things of at least 9 pixels radius; ``size``
     (height, width) defaults to one of :data:`DEMO_SIZES` drawn per sample. The result depends on
     (seed, index, size) only.
 
@@ -640,7 +640,7 @@ def make_demo_sample(
     if size is None:
         size = DEMO_SIZES[int(rng.integers(len(DEMO_SIZES)))]
     categories = demo_categories()
-    id_map, segments_info = make_scene(rng, size[0], size[1], categories, n_segments=(4, 10), min_thing_radius=6.0)
+    id_map, segments_info = make_scene(rng, size[0], size[1], categories, n_segments=(3, 8), min_thing_radius=9.0)
     return render_image(rng, id_map, segments_info, categories), id_map, segments_info
 
 

@@ -27,6 +27,9 @@ import torch.nn.functional as F
 from segcore.models.base import SegmentTable
 
 
+BAND_ELEMENTS = 2**27  # full-size query probabilities are made in bands of at most this many floats (512 MiB)
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """Post-processing thresholds (transformers' and Mask2Former's defaults).
@@ -80,15 +83,21 @@ def resize_valid_region(
     return _sample_region(masks, (float(valid_h), float(valid_w)), size)
 
 
-def _sample_region(masks: torch.Tensor, valid: tuple[float, float], size: tuple[int, int]) -> torch.Tensor:
-    """``grid_sample`` at the positions ``F.interpolate`` would sample the ``valid`` region from.  # (K, H, W)"""
+def _sample_region(
+    masks: torch.Tensor, valid: tuple[float, float], size: tuple[int, int], rows: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """``grid_sample`` at the positions ``F.interpolate`` would sample the ``valid`` region from.
+
+    ``rows`` = (first, end) makes only those output rows.  # (K, end - first, W), default (K, H, W)
+    """
     valid_h, valid_w = valid
     grid_h, grid_w = masks.shape[1:]
     height, width = size
     device = masks.device
     # Source position of output pixel x: (x + 0.5) * valid_w / W - 0.5 cells, in grid_sample's [-1, 1] units.
     gx = (torch.arange(width, device=device, dtype=torch.float64) + 0.5) * (2 * valid_w / (width * grid_w)) - 1
-    gy = (torch.arange(height, device=device, dtype=torch.float64) + 0.5) * (2 * valid_h / (height * grid_h)) - 1
+    first, end = rows or (0, height)
+    gy = (torch.arange(first, end, device=device, dtype=torch.float64) + 0.5) * (2 * valid_h / (height * grid_h)) - 1
     grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1).float()  # (H, W, 2) as (x, y)
     return F.grid_sample(masks[None], grid[None], mode="bilinear", padding_mode="border", align_corners=False)[0]
 
@@ -171,19 +180,55 @@ def _image_segments(
         return torch.zeros(size, dtype=torch.int32, device=device), SegmentTable(
             empty.long(), empty.bool(), empty.float()
         )
-    probabilities = resize_valid_region(mask_logits, valid, size).sigmoid_()  # (K, H, W)
-    winner = (probabilities * scores[:, None, None]).argmax(0)  # (H, W)
-    winner_probability = probabilities.gather(0, winner[None])[0]
-    strong = winner_probability >= thresholds.mask
-    won_area = torch.bincount(winner.flatten(), minlength=n_kept)
-    kept_area = torch.bincount(winner[strong], minlength=n_kept)
-    mask_area = (probabilities >= thresholds.mask).flatten(1).sum(1)
+    winner, strong, won_area, kept_area, mask_area = _assign_pixels(mask_logits, scores, valid, size, thresholds.mask)
     ratio = (won_area / mask_area.clamp(min=1)).double()  # float32 ratio compared as a double, as transformers
     valid_query = (won_area > 0) & (mask_area > 0) & (kept_area > 0) & (ratio > thresholds.overlap)
     segment_ids = _segment_ids(valid_query, query_labels, ~labels.isthing[query_labels])
     lookup = segment_ids.to(torch.int32)
     id_map = torch.where(strong, lookup[winner], torch.zeros((), dtype=torch.int32, device=device))
     return id_map, _segment_table(segment_ids, scores, labels.category_ids[query_labels], labels.isthing[query_labels])
+
+
+def _assign_pixels(
+    mask_logits: torch.Tensor,
+    scores: torch.Tensor,
+    valid: tuple[float, float],
+    size: tuple[int, int],
+    mask_threshold: float,
+    budget: int | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """Gives each pixel to the kept query with the largest ``score * probability``, in bands of rows.
+
+    The full-size probabilities of all K queries would take K * H * W floats; above ``budget`` elements
+    (default :data:`BAND_ELEMENTS`) the output is made in bands of rows by ``grid_sample`` at the same sampling
+    positions, so memory stays bounded for any image size.
+
+    Returns:
+        ``(winner, strong, won_area, kept_area, mask_area)``: the winning query per pixel # (H, W) int64; whether
+        its probability passes ``mask_threshold`` # (H, W) bool; pixels won, pixels won and strong, and pixels at or
+        above the threshold, per query # (K,) int64 each.
+    """
+    n_kept = mask_logits.shape[0]
+    height, width = size
+    rows_per_band = max(1, (budget or BAND_ELEMENTS) // max(1, n_kept * width))
+    winner = torch.empty(size, dtype=torch.int64, device=mask_logits.device)
+    strong = torch.empty(size, dtype=torch.bool, device=mask_logits.device)
+    areas = torch.zeros((3, n_kept), dtype=torch.int64, device=mask_logits.device)  # won, kept, mask
+    for top in range(0, height, rows_per_band):
+        rows = (top, min(height, top + rows_per_band))
+        if rows_per_band >= height:
+            logits = resize_valid_region(mask_logits, valid, size)
+        else:
+            logits = _sample_region(mask_logits, (float(valid[0]), float(valid[1])), size, rows)
+        probabilities = logits.sigmoid_()  # (K, band, W)
+        band_winner = (probabilities * scores[:, None, None]).argmax(0)
+        band_strong = probabilities.gather(0, band_winner[None])[0] >= mask_threshold
+        winner[rows[0] : rows[1]] = band_winner
+        strong[rows[0] : rows[1]] = band_strong
+        areas[0] += torch.bincount(band_winner.flatten(), minlength=n_kept)
+        areas[1] += torch.bincount(band_winner[band_strong], minlength=n_kept)
+        areas[2] += (probabilities >= mask_threshold).flatten(1).sum(1)
+    return winner, strong, areas[0], areas[1], areas[2]
 
 
 def _segment_ids(valid: torch.Tensor, query_labels: torch.Tensor, fuse: torch.Tensor) -> torch.Tensor:

@@ -191,3 +191,15 @@ def test_agrees_with_transformers_detr_where_their_rules_coincide(seed):
     theirs = transformers_detr(class_logits[None], masks[None], thresholds, fuse=set())
     assert torch.equal(ours.id_map, theirs["segmentation"])
     assert [s["id"] for s in ours.segments] == sorted({s["id"] for s in theirs["segments_info"]})
+
+
+def test_row_bands_bound_memory_and_give_the_same_segments():
+    from segcore.models.postprocess import _assign_pixels
+
+    rng = np.random.default_rng(11)
+    _, masks = random_queries(rng, 9, 12, 10)
+    scores = torch.tensor(rng.uniform(0.5, 1.0, 9), dtype=torch.float32)
+    whole = _assign_pixels(masks, scores, (11.5, 10.0), (61, 43), 0.5)
+    banded = _assign_pixels(masks, scores, (11.5, 10.0), (61, 43), 0.5, budget=9 * 43 * 7)  # 7 rows a band
+    for a, b in zip(whole, banded):
+        assert torch.equal(a, b)

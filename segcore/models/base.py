@@ -150,17 +150,18 @@ def segment_boxes(id_map: torch.Tensor, n_ids: int) -> tuple[torch.Tensor, torch
         with ``w = x_max - x_min + 1``; zero where an id is absent.
     """
     height, width = id_map.shape
-    flat = id_map.reshape(-1).long()
+    ids = id_map.long()
     device = id_map.device
-    areas = torch.bincount(flat, minlength=n_ids)[:n_ids]
-    xs = torch.arange(width, device=device).repeat(height)
-    ys = torch.arange(height, device=device).repeat_interleave(width)
-    low = torch.full((n_ids,), max(height, width), dtype=torch.int64, device=device)
-    high = torch.full((n_ids,), -1, dtype=torch.int64, device=device)
-    x0 = low.scatter_reduce(0, flat, xs, "amin")
-    y0 = low.scatter_reduce(0, flat, ys, "amin")
-    x1 = high.scatter_reduce(0, flat, xs, "amax")
-    y1 = high.scatter_reduce(0, flat, ys, "amax")
+    areas = torch.bincount(ids.reshape(-1), minlength=n_ids)[:n_ids]
+    # Which rows and columns each id touches, from two bincounts (faster than per-id min/max reductions).
+    rows = torch.bincount((ids * height + torch.arange(height, device=device)[:, None]).reshape(-1),
+                          minlength=n_ids * height)[: n_ids * height].view(n_ids, height) > 0
+    cols = torch.bincount((ids * width + torch.arange(width, device=device)[None, :]).reshape(-1),
+                          minlength=n_ids * width)[: n_ids * width].view(n_ids, width) > 0
+    y0 = rows.to(torch.uint8).argmax(1)
+    y1 = height - 1 - rows.flip(1).to(torch.uint8).argmax(1)
+    x0 = cols.to(torch.uint8).argmax(1)
+    x1 = width - 1 - cols.flip(1).to(torch.uint8).argmax(1)
     boxes = torch.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1], dim=1)
     return areas, torch.where((areas > 0)[:, None], boxes, torch.zeros_like(boxes))
 

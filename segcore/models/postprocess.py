@@ -221,12 +221,14 @@ def _assign_pixels(
         else:
             logits = _sample_region(mask_logits, (float(valid[0]), float(valid[1])), size, rows)
         probabilities = logits.sigmoid_()  # (K, band, W)
-        band_winner = (probabilities * scores[:, None, None]).argmax(0)
+        # max(0) returns the first maximal index like argmax(0), and is several times faster on CPUs
+        band_winner = (probabilities * scores[:, None, None]).max(0).indices
         band_strong = probabilities.gather(0, band_winner[None])[0] >= mask_threshold
         winner[rows[0] : rows[1]] = band_winner
         strong[rows[0] : rows[1]] = band_strong
         areas[0] += torch.bincount(band_winner.flatten(), minlength=n_kept)
-        areas[1] += torch.bincount(band_winner[band_strong], minlength=n_kept)
+        flat_winner = band_winner.flatten()
+        areas[1] += torch.bincount(flat_winner, weights=band_strong.flatten(), minlength=n_kept).long()  # no nonzero()
         areas[2] += (probabilities >= mask_threshold).flatten(1).sum(1)
     return winner, strong, areas[0], areas[1], areas[2]
 

@@ -1,0 +1,69 @@
+"""Commit protocol: whole writes, marker last, markers are the only truth, create-only manifest (local and S3)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from segcore.io.commit import (
+    ManifestMismatch,
+    Output,
+    claim_output,
+    commit_shard,
+    committed_shards,
+    create_only,
+    read_marker,
+    write_whole,
+)
+
+
+@pytest.fixture(params=["local", "s3"])
+def output(request, tmp_path):
+    if request.param == "local":
+        return Output.open(str(tmp_path / "out"))
+    bucket, storage_options = request.getfixturevalue("s3_bucket")
+    return Output.open(f"{bucket}/out", storage_options)
+
+
+def test_a_committed_shard_has_data_partials_errors_and_a_marker_vouching_for_them(output):
+    data = b"parquet bytes"
+    marker = commit_shard(output, "shard-00001", data, rows=3, errors=b'{"image_id": "x"}\n', partials=b"{}")
+    assert output.fs.cat_file(output.data_path("shard-00001")) == data
+    assert output.fs.cat_file(output.partials_path("shard-00001")) == b"{}"
+    assert read_marker(output, "shard-00001") == marker
+    assert marker["rows"] == 3 and marker["data_sha256"] == hashlib.sha256(data).hexdigest()
+    assert committed_shards(output) == {"shard-00001"}
+
+
+def test_data_without_a_marker_is_not_committed(output):
+    assert committed_shards(output) == set()
+    write_whole(output, output.data_path("shard-00002"), b"half written")
+    commit_shard(output, "shard-00003", b"x", rows=1)
+    assert committed_shards(output) == {"shard-00003"}
+    assert not output.fs.exists(output.errors_path("shard-00003"))  # no errors: no file
+
+
+def test_create_only_refuses_a_second_writer(output):
+    create_only(output, output.path("lock"), b"first")
+    with pytest.raises(FileExistsError):
+        create_only(output, output.path("lock"), b"second")
+    assert output.fs.cat_file(output.path("lock")) == b"first"
+
+
+def test_a_rerun_resumes_a_matching_manifest_and_refuses_another_job(output):
+    manifest = {"model": "demo", "shards": ["a", "b"], "created": "2026-11-21T10:00:00"}
+    assert claim_output(output, manifest) == "created"
+    assert claim_output(output, {**manifest, "created": "2026-11-21T11:00:00"}) == "resumed"
+    with pytest.raises(ManifestMismatch, match="model"):
+        claim_output(output, {**manifest, "model": "hf:x/y"})
+    assert json.loads(output.fs.cat_file(output.path("manifest.json")))["model"] == "demo"
+
+
+def test_overwrite_replaces_the_manifest_and_drops_the_old_markers(output):
+    claim_output(output, {"model": "demo"})
+    commit_shard(output, "a", b"x", rows=1)
+    assert claim_output(output, {"model": "other"}, overwrite=True) == "overwritten"
+    assert committed_shards(output) == set()
+    assert claim_output(output, {"model": "other"}) == "resumed"

@@ -57,7 +57,7 @@ def decode_rgb(data: bytes, where: str, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     try:
         image.load()
         image = ImageOps.exif_transpose(image)
-        return np.asarray(_to_rgb(image), dtype=np.uint8)
+        return np.array(_to_rgb(image), dtype=np.uint8)  # writable: torch.from_numpy warns on read-only arrays
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise ImageDecodeError("decode_error", f"{where}: cannot decode the {image.format} image: {error}") from error
 

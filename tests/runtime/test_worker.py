@@ -1,0 +1,91 @@
+"""The in-actor pipeline without Ray: a tar shard of demo images to a committed Parquet file with error rows."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from segcore.io.commit import Output, committed_shards, read_marker
+from segcore.io.shards import ShardError, list_shards
+from segcore.models.registry import ModelOptions
+from segcore.png import decode_ids
+from segcore.runtime.worker import ShardWorker, WorkerConfig
+from segcore.synthetic import DEMO_CATEGORY_IDS, index_areas_and_bboxes, make_demo_sample
+
+
+def add_member(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    archive.addfile(info, io.BytesIO(data))
+
+
+def image_bytes(image: np.ndarray, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, fmt, quality=95) if fmt == "JPEG" else Image.fromarray(image).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def write_tar(path, n_images: int) -> None:
+    with tarfile.open(path, "w") as archive:
+        for index in range(n_images):
+            image = make_demo_sample(9, index)[0]
+            fmt = "PNG" if index % 2 else "JPEG"
+            add_member(archive, f"{index:06d}.{'png' if index % 2 else 'jpg'}", image_bytes(image, fmt))
+            add_member(archive, f"{index:06d}.json", json.dumps({"index": index}).encode())
+        add_member(archive, "broken.jpg", b"not a jpeg at all")
+        add_member(archive, "../escape.jpg", image_bytes(make_demo_sample(9, 0)[0], "JPEG"))
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    out = tmp_path_factory.mktemp("labels")
+    worker = ShardWorker(WorkerConfig(output=str(out), model="demo", model_options=ModelOptions(device="cpu"),
+                                      batch_size=4, decode_threads=2, encode_threads=2))
+    yield worker
+    worker.close()
+
+
+def test_a_tar_shard_becomes_one_committed_parquet_with_error_rows(worker, tmp_path):
+    shard = tmp_path / "corpus-00000.tar"
+    write_tar(shard, 7)
+    (spec,) = list_shards(str(shard))
+    summary = worker.label_shard(spec)
+    output = worker.output
+    assert committed_shards(output) >= {spec.shard_id}
+    assert summary["images"] == 9 and summary["errors"] == 2
+    assert read_marker(output, spec.shard_id)["rows"] == 9
+    table = pq.read_table(output.data_path(spec.shard_id))
+    rows = table.to_pylist()
+    assert [r["image_id"] for r in rows[:7]] == [f"{i:06d}" for i in range(7)]
+    bad = {r["source"].rsplit("#", 1)[-1]: r for r in rows if r["status"] != "ok"}
+    assert bad["broken.jpg"]["status"] == "not_an_image" and "broken.jpg" in bad["broken.jpg"]["error"]
+    assert len(bad) == 2 and all(r["panoptic_png"] is None for r in bad.values())
+    error_lines = output.fs.cat_file(output.errors_path(spec.shard_id)).decode().splitlines()
+    assert len(error_lines) == 2
+    assert not (tmp_path.parent / "escape.jpg").exists()
+    for row in rows[:7]:
+        assert row["status"] == "ok" and row["model"] == "demo"
+        id_map = decode_ids(row["panoptic_png"])
+        assert id_map.shape == (row["height"], row["width"])
+        listed = {s["id"] for s in row["segments"]}
+        assert set(np.unique(id_map).tolist()) - {0} == listed and listed
+        areas, boxes = index_areas_and_bboxes(id_map.astype(np.int64), max(listed) + 1)
+        for segment in row["segments"]:
+            assert segment["area"] == areas[segment["id"]] and segment["bbox"] == boxes[segment["id"]].tolist()
+            assert segment["category_id"] in DEMO_CATEGORY_IDS
+
+
+def test_a_shard_that_is_not_a_tar_raises_and_commits_nothing(worker, tmp_path):
+    shard = tmp_path / "corpus-00001.tar"
+    shard.write_bytes(b"definitely not a tar archive" * 50)
+    (spec,) = list_shards(str(shard))
+    with pytest.raises(ShardError, match="corpus-00001.tar"):
+        worker.label_shard(spec)
+    assert spec.shard_id not in committed_shards(worker.output)
+    assert not worker.output.fs.exists(worker.output.data_path(spec.shard_id))

@@ -61,3 +61,109 @@ def _take_finished(ray, pending: list) -> pq.PQPartial:
     (done,), rest = ray.wait(pending, num_returns=1)
     pending[:] = rest
     return ray.get(done)
+
+
+def run_label_job(config) -> dict:
+    """Runs the labeling job: plan (validated before Ray starts), an actor pool, retries, progress, summary.
+
+    Args:
+        config: a :class:`segcore.runtime.labeling.LabelJobConfig`.
+
+    Returns:
+        ``{"done", "skipped", "failed" (shard id -> last error), "images", "errors", "seconds", "stages"}``.
+    """
+    import time
+
+    from segcore.runtime.labeling import plan
+
+    job = plan(config)
+    started = time.perf_counter()
+    result = {"done": 0, "skipped": len(job.shards) - len(job.pending), "failed": {}, "images": 0, "errors": 0,
+              "seconds": 0.0, "stages": {}, "claim": job.claim}
+    if config.dry_run or not job.pending:
+        return result
+    init_ray()
+    pool = _ActorPool(config, len(job.pending))
+    attempts = {spec.shard_id: 0 for spec in job.pending}
+    queue = list(reversed(job.pending))
+    while queue or pool.busy():
+        while queue and pool.has_idle():
+            pool.submit(queue.pop())
+        spec, summary, error = pool.next_finished()
+        if error is None:
+            _count(result, summary)
+        else:
+            attempts[spec.shard_id] += 1
+            if attempts[spec.shard_id] <= config.max_retries:
+                log.warning("shard %s failed (%s); retry %d", spec.shard_id, error, attempts[spec.shard_id])
+                queue.append(spec)
+            else:
+                result["failed"][spec.shard_id] = error
+        _log_progress(result, len(job.pending), started)
+    result["seconds"] = time.perf_counter() - started
+    return result
+
+
+def _count(result: dict, summary: dict) -> None:
+    """Adds one shard's summary to the job's."""
+    result["done"] += 1
+    result["images"] += summary["images"]
+    result["errors"] += summary["errors"]
+    for stage, seconds in summary["stages"].items():
+        result["stages"][stage] = result["stages"].get(stage, 0.0) + seconds
+
+
+def _log_progress(result: dict, total: int, started: float) -> None:
+    """Images/s, shards done/failed and the ETA, on the driver."""
+    import time
+
+    elapsed = time.perf_counter() - started
+    finished = result["done"] + len(result["failed"])
+    eta = elapsed / finished * (total - finished) if finished else float("nan")
+    log.info("shards %d/%d done, %d failed; %.1f img/s; ETA %.0f s", result["done"], total,
+             len(result["failed"]), result["images"] / max(elapsed, 1e-9), eta)
+
+
+class _ActorPool:
+    """``ShardWorker`` actors, one shard in flight each; a dead actor is restarted by Ray and its shard requeued."""
+
+    def __init__(self, config, n_shards: int):
+        import ray
+
+        from segcore.runtime.worker import ShardWorker
+
+        resources = ray.cluster_resources()
+        gpus = config.gpus_per_actor if config.gpus_per_actor is not None else (1 if resources.get("GPU") else 0)
+        count = config.actors or (int(resources.get("GPU", 0) // max(gpus, 1)) if gpus else
+                                  max(1, int(resources.get("CPU", 1) // 2)))
+        count = max(1, min(count, n_shards))
+        actor_class = ray.remote(num_gpus=gpus, num_cpus=config.cpus_per_actor, max_restarts=-1)(ShardWorker)
+        worker_config = config.worker_config()
+        self.idle = [actor_class.remote(worker_config) for _ in range(count)]
+        self.running: dict = {}  # object ref -> (actor, spec)
+        log.info("%d actors, %s GPU and %s CPU each", count, gpus, config.cpus_per_actor)
+
+    def has_idle(self) -> bool:
+        return bool(self.idle)
+
+    def busy(self) -> bool:
+        return bool(self.running)
+
+    def submit(self, spec) -> None:
+        actor = self.idle.pop()
+        self.running[actor.label_shard.remote(spec)] = (actor, spec)
+
+    def next_finished(self):
+        """Waits for one shard; returns ``(spec, summary, None)`` or ``(spec, None, error text)``."""
+        import ray
+
+        (ref,), _ = ray.wait(list(self.running), num_returns=1)
+        actor, spec = self.running.pop(ref)
+        self.idle.append(actor)  # a dead actor is restarted by Ray (max_restarts=-1) and can take the next shard
+        try:
+            return spec, ray.get(ref), None
+        except ray.exceptions.RayActorError as error:
+            return spec, None, f"actor died: {type(error).__name__}"
+        except ray.exceptions.RayTaskError as error:
+            cause = error.cause if getattr(error, "cause", None) is not None else error
+            return spec, None, f"{type(cause).__name__}: {cause}"

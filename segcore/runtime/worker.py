@@ -42,6 +42,7 @@ class WorkerConfig:
         encode_threads: threads encoding id-map PNGs behind it.
         max_pixels: images with more pixels are refused before decoding.
         storage_options: fsspec options for the input and output.
+        torch_threads: torch's intra-op threads in this actor (its CPU share); None leaves torch's default.
     """
 
     output: str
@@ -52,6 +53,7 @@ class WorkerConfig:
     encode_threads: int = 2
     max_pixels: int = DEFAULT_MAX_PIXELS
     storage_options: Mapping = field(default_factory=dict)
+    torch_threads: int | None = None
 
 
 @dataclass
@@ -69,6 +71,10 @@ class ShardWorker:
 
     def __init__(self, config: WorkerConfig):
         self.config = config
+        if config.torch_threads:
+            import torch
+
+            torch.set_num_threads(config.torch_threads)  # more threads than CPUs given slows a shared node down
         self.segmenter = load_segmenter(config.model, config.model_options)
         self.output = Output.open(config.output, config.storage_options)
         self.decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")

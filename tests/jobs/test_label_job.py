@@ -1,0 +1,102 @@
+"""The labeling job end to end on local Ray (2 CPUs, 2 fake GPUs): tar shards to committed Parquet, resume, S3."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs import label
+from segcore.io.commit import Output, committed_shards, read_marker
+from segcore.png import decode_ids
+from segcore.runtime.driver import run_label_job
+from segcore.runtime.labeling import LabelJobConfig
+from segcore.models.registry import ModelOptions
+from segcore.synthetic import write_demo_shards
+
+
+@pytest.fixture(scope="module")
+def ray_with_gpus():
+    import ray
+
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_demo_shards(tmp_path_factory.mktemp("corpus"), n_shards=3, images_per_shard=5)
+
+
+def job(corpus: str, output: str, **changes) -> LabelJobConfig:
+    settings = dict(input=corpus, output=output, model="demo", model_options=ModelOptions(device="cpu"), actors=2,
+                    gpus_per_actor=1, cpus_per_actor=0.5, batch_size=4, decode_threads=2, encode_threads=1)
+    return LabelJobConfig(**{**settings, **changes})
+
+
+def check_rows(output: Output, shard_id: str, expected_rows: int) -> None:
+    frame = pd.read_parquet(output.data_path(shard_id))
+    assert len(frame) == expected_rows == read_marker(output, shard_id)["rows"]
+    for _, row in frame.iterrows():
+        assert row["status"] == "ok"
+        id_map = decode_ids(row["panoptic_png"])
+        assert id_map.shape == (row["height"], row["width"])
+        assert set(np.unique(id_map).tolist()) - {0} == {s["id"] for s in row["segments"]}
+        for segment in row["segments"]:
+            assert segment["area"] == int((id_map == segment["id"]).sum())
+
+
+def test_shards_are_labelled_once_and_a_rerun_does_nothing(ray_with_gpus, corpus, tmp_path):
+    config = job(corpus, str(tmp_path / "labels"))
+    first = run_label_job(config)
+    assert first["done"] == 3 and first["failed"] == {} and first["images"] == 15
+    output = Output.open(config.output)
+    assert committed_shards(output) == {"corpus-00000", "corpus-00001", "corpus-00002"}
+    for shard_id in committed_shards(output):
+        check_rows(output, shard_id, 5)
+    again = run_label_job(config)
+    assert again["done"] == 0 and again["skipped"] == 3 and again["claim"] == "resumed"
+
+
+def test_max_shards_then_resume_finishes_the_rest(ray_with_gpus, corpus, tmp_path):
+    config = job(corpus, str(tmp_path / "labels"), max_shards=1)
+    assert run_label_job(config)["done"] == 1
+    rest = run_label_job(job(corpus, str(tmp_path / "labels")))
+    assert rest["done"] == 2 and rest["skipped"] == 1
+
+
+def test_a_broken_shard_is_listed_as_failed_and_the_others_commit(ray_with_gpus, tmp_path):
+    folder = tmp_path / "mixed"
+    write_demo_shards(folder, n_shards=2, images_per_shard=3)
+    (folder / "corpus-00002.tar").write_bytes(b"not a tar" * 100)
+    result = run_label_job(job(str(folder / "corpus-{00000..00002}.tar"), str(tmp_path / "labels"), max_retries=1))
+    assert result["done"] == 2 and list(result["failed"]) == ["corpus-00002"]
+    assert "ShardError" in result["failed"]["corpus-00002"] and "corpus-00002.tar" in result["failed"]["corpus-00002"]
+    assert committed_shards(Output.open(str(tmp_path / "labels"))) == {"corpus-00000", "corpus-00001"}
+
+
+def test_s3_shards_to_s3_output(ray_with_gpus, corpus, s3_bucket):
+    import s3fs
+
+    bucket, storage_options = s3_bucket
+    fs = s3fs.S3FileSystem(**storage_options)
+    for shard in range(3):
+        fs.put(corpus.replace("{00000..00002}", f"{shard:05d}"), f"{bucket}/in/corpus-{shard:05d}.tar")
+    config = job(f"{bucket}/in/corpus-{{00000..00002}}.tar", f"{bucket}/labels", storage_options=storage_options)
+    assert run_label_job(config)["done"] == 3
+    output = Output.open(f"{bucket}/labels", storage_options)
+    assert committed_shards(output) == {"corpus-00000", "corpus-00001", "corpus-00002"}
+    table = pd.read_parquet(f"{bucket}/labels/shards/corpus-00001.parquet", storage_options=storage_options)
+    assert len(table) == 5 and set(table["status"]) == {"ok"}
+
+
+def test_the_cli_refuses_another_jobs_output_and_dry_runs_write_nothing(ray_with_gpus, corpus, tmp_path, capsys):
+    output = str(tmp_path / "labels")
+    assert label.main(["--input", corpus, "--output", output, "--dry-run"]) == 0
+    assert not (tmp_path / "labels").exists()
+    assert label.main(["--input", corpus, "--output", output, "--max-shards", "1", "--actors", "1",
+                       "--gpus-per-actor", "0", "--cpus-per-actor", "0.5", "--device", "cpu"]) == 0
+    assert label.main(["--input", corpus, "--output", output, "--model", "hf:some/other"]) == 2
+    assert "differ" in capsys.readouterr().err
+    assert label.main(["--input", corpus, "--output", output, "--model", "nonsense"]) == 2

@@ -71,12 +71,21 @@ def main(argv: list[str] | None = None) -> int:
             args.output, args.overwrite = f"{DEMO_DIR}/labels", True
     from segcore.runtime.driver import run_label_job
 
+    config = config_from(args)
     try:
-        result = run_label_job(config_from(args))
+        result = run_label_job(config)
     except (ValueError, ManifestMismatch, json.JSONDecodeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print("\n".join(summary_lines(result)))
+    if not config.dry_run:
+        from segcore.runtime.driver import reduce_job
+        from segcore.runtime.evaluation import format_table
+        from segcore.runtime.labeling import job_categories
+
+        metrics = reduce_job(config)
+        if metrics is not None:
+            print(format_table(metrics["pq"], job_categories(config), per_class=True))
     return 1 if result["failed"] else 0
 
 

@@ -42,6 +42,9 @@ _RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+GROUND_TRUTH_EXTENSION = "panoptic.png"  # a tar sample's ground-truth id map; its segments_info is in the .json
+
+
 class ShardError(ValueError):
     """A shard that cannot be read as a whole (not a tar, truncated, not Parquet); the message names its URI."""
 
@@ -74,6 +77,8 @@ class Sample:
         image_bytes: the encoded image; None when ``error`` is set.
         metadata: the parsed ``.json`` member (tar shards), else None.
         error: why this sample cannot be used, or None when it is fine.
+        panoptic_png: the ``<key>.panoptic.png`` member (ground-truth id map, COCO panoptic colours; its
+            segments_info is in the ``.json`` member), else None.
     """
 
     key: str
@@ -81,6 +86,7 @@ class Sample:
     image_bytes: bytes | None = None
     metadata: dict | None = None
     error: str | None = None
+    panoptic_png: bytes | None = None
 
 
 # ----------------------------------------------------------------------------------------------- listing
@@ -428,17 +434,20 @@ class _KeyGroup:
         self.key, self.uri = key, uri
         self.images: list[tuple[str, bytes]] = []
         self.metadata_member: tuple[str, bytes] | None = None
+        self.panoptic_png: bytes | None = None
         self.error = f"duplicate key {key!r}: it appeared earlier in {uri}" if duplicate else None
 
     def add(self, member: tarfile.TarInfo, extension: str, archive: tarfile.TarFile) -> None:
         """Reads the member if it is the image or the JSON metadata; other members are skipped unread."""
-        if extension not in IMAGE_EXTENSIONS and extension != "json":
+        if extension not in IMAGE_EXTENSIONS and extension not in ("json", GROUND_TRUTH_EXTENSION):
             return
         if member.size > MAX_MEMBER_BYTES:
             self.error = self.error or f"member {member.name!r} too large: {member.size} > {MAX_MEMBER_BYTES} bytes"
             return
         data = archive.extractfile(member).read()
-        if extension != "json":
+        if extension == GROUND_TRUTH_EXTENSION:
+            self.panoptic_png = data
+        elif extension != "json":
             self.images.append((member.name, data))
         elif self.metadata_member is None:
             self.metadata_member = (member.name, data)
@@ -475,7 +484,8 @@ class _KeyGroup:
             metadata = self._metadata()
         except ValueError as error:
             return Sample(self.key, source, error=str(error))
-        return Sample(self.key, source, image_bytes=self.images[0][1], metadata=metadata)
+        return Sample(self.key, source, image_bytes=self.images[0][1], metadata=metadata,
+                      panoptic_png=self.panoptic_png)
 
 
 def _tar_samples(stream: BinaryIO, uri: str) -> Iterator[Sample]:

@@ -84,11 +84,13 @@ def run_label_job(config) -> dict:
         return result
     init_ray()
     pool = _ActorPool(config, len(job.pending))
+    index_of = {spec.shard_id: index for index, spec in enumerate(job.shards)}
     attempts = {spec.shard_id: 0 for spec in job.pending}
     queue = list(reversed(job.pending))
     while queue or pool.busy():
         while queue and pool.has_idle():
-            pool.submit(queue.pop())
+            spec = queue.pop()
+            pool.submit(spec, index_of[spec.shard_id])
         spec, summary, error = pool.next_finished()
         if error is None:
             _count(result, summary)
@@ -102,6 +104,14 @@ def run_label_job(config) -> dict:
         _log_progress(result, len(job.pending), started)
     result["seconds"] = time.perf_counter() - started
     return result
+
+
+def reduce_job(config) -> dict | None:
+    """The reduce of a labeling job's output: PQ from the committed shards' partials (never pixels)."""
+    from segcore.io.commit import Output
+    from segcore.runtime.reduce import reduce_output
+
+    return reduce_output(Output.open(config.output, config.storage_options))
 
 
 def _count(result: dict, summary: dict) -> None:
@@ -149,9 +159,9 @@ class _ActorPool:
     def busy(self) -> bool:
         return bool(self.running)
 
-    def submit(self, spec) -> None:
+    def submit(self, spec, shard_index: int) -> None:
         actor = self.idle.pop()
-        self.running[actor.label_shard.remote(spec)] = (actor, spec)
+        self.running[actor.label_shard.remote(spec, shard_index)] = (actor, spec)
 
     def next_finished(self):
         """Waits for one shard; returns ``(spec, summary, None)`` or ``(spec, None, error text)``."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from segcore.categories import Categories, coco_panoptic_categories
 from segcore.io.commit import Output, claim_output, committed_shards
 from segcore.io.images import DEFAULT_MAX_PIXELS
 from segcore.io.shards import ShardSpec, list_shards
@@ -89,6 +90,13 @@ def validate(config: LabelJobConfig) -> None:
         raise ValueError(f"Expected `max_shards` to be a positive integer or unset, but got {config.max_shards!r}")
 
 
+def job_categories(config: LabelJobConfig) -> Categories:
+    """The dataset categories the job's segments use: the demo's five, else COCO panoptic's 133."""
+    from segcore.synthetic import demo_categories
+
+    return demo_categories() if config.model == "demo" else coco_panoptic_categories()
+
+
 def code_version() -> str:
     """The git commit of the code, or "unknown" outside a checkout (e.g. a Ray working-dir zip)."""
     try:
@@ -109,6 +117,7 @@ def manifest_of(config: LabelJobConfig, shards: list[ShardSpec]) -> dict:
         "model_options": options,
         "max_pixels": config.max_pixels,
         "shard_size": config.shard_size,
+        "categories": job_categories(config).to_coco(),
         "shards": [{"shard_id": s.shard_id, "kind": s.kind, "uri": s.uri, "images": len(s.members) or None}
                    for s in shards],
         "code_version": code_version(),

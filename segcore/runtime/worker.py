@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,9 +25,11 @@ from segcore.io.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_rgb
 from segcore.io.shards import Sample, ShardSpec, read_shard
 from segcore.io.table import error_row, image_row, rows_to_table, table_to_parquet
 from segcore.models.registry import ModelOptions, load_segmenter
-from segcore.png import encode_ids
+from segcore.metrics.pq import PQInputError, PQPartial, match_image
+from segcore.png import decode_ids, encode_ids
 
 logger = logging.getLogger(__name__)
+RANK_STRIDE = 1_000_000_000  # image rank = shard index * stride + position: shard order, then member order
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,15 @@ class ShardWorker:
         self.output = Output.open(config.output, config.storage_options)
         self.decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
         self.encode_pool = ThreadPoolExecutor(config.encode_threads, thread_name_prefix="encode")
+        self._partial_lock = threading.Lock()
+        self._rank = 0
 
-    def label_shard(self, spec: ShardSpec) -> dict:
+    def label_shard(self, spec: ShardSpec, shard_index: int = 0) -> dict:
         """Labels every image of a shard and commits it; returns a summary (counts and seconds per stage).
+
+        Samples that carry ground truth (a ``<key>.panoptic.png`` member and ``segments_info`` in the ``.json``)
+        are matched on the in-memory maps and the shard's PQ partial is committed with it; an image's rank for
+        the reference summation order is ``shard_index * RANK_STRIDE + position in the shard``.
 
         Raises:
             segcore.io.shards.ShardError: the shard cannot be read (not a tar, truncated, ...); nothing is
@@ -90,15 +99,18 @@ class ShardWorker:
         started = time.perf_counter()
         timings: dict[str, float] = {}
         rows, errors = [], []
+        partial = PQPartial()
+        self._rank = shard_index * RANK_STRIDE
         for batch in self._batches(self._decoded(spec, timings)):
-            for row in self._label_batch(batch, timings):
+            for row in self._label_batch(batch, timings, partial):
                 rows.append(row)
                 if row["status"] != "ok":
                     errors.append({k: row[k] for k in ("image_id", "source", "status", "error")})
         write_started = time.perf_counter()
         data = table_to_parquet(rows_to_table(rows))
         error_lines = "".join(json.dumps(e) + "\n" for e in errors).encode()
-        commit_shard(self.output, spec.shard_id, data, rows=len(rows), errors=error_lines or None)
+        partials = json.dumps(partial.to_json()).encode() if partial.images else None
+        commit_shard(self.output, spec.shard_id, data, rows=len(rows), errors=error_lines or None, partials=partials)
         timings["write"] = time.perf_counter() - write_started
         summary = {
             "shard_id": spec.shard_id,
@@ -144,8 +156,8 @@ class ShardWorker:
         if batch:
             yield batch
 
-    def _label_batch(self, batch: list[Decoded], timings: dict[str, float]) -> list[dict]:
-        """Segments the batch's good images and builds every row, in the batch's order."""
+    def _label_batch(self, batch: list[Decoded], timings: dict[str, float], partial: PQPartial) -> list[dict]:
+        """Segments the batch's good images and builds every row, in the batch's order; matches ground truth."""
         good = [item for item in batch if item.image is not None]
         results = iter(self.segmenter.segment([item.image for item in good], timings) if good else [])
         encode_started = time.perf_counter()
@@ -155,17 +167,31 @@ class ShardWorker:
                 pending.append(error_row(item.sample.key, item.sample.source, item.status, item.error or "",
                                          self.segmenter.spec))
             else:
-                pending.append(self.encode_pool.submit(self._image_row, item, next(results)))
+                pending.append(self.encode_pool.submit(self._image_row, item, next(results), self._rank, partial))
+            self._rank += 1
         rows = [p.result() if isinstance(p, Future) else p for p in pending]
         timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - encode_started
         return rows
 
-    def _image_row(self, item: Decoded, result) -> dict:
-        """The row of a labelled image: its id map as a PNG and its segments."""
+    def _image_row(self, item: Decoded, result, rank: int, partial: PQPartial) -> dict:
+        """The row of a labelled image: its id map as a PNG and its segments; its PQ partial is added."""
         id_map = result.id_map_numpy()
+        if item.sample.panoptic_png is not None:
+            image_partial = self._match_truth(item.sample, id_map, result.segments, rank)
+            with self._partial_lock:
+                partial += image_partial
         height, width = id_map.shape
         png = encode_ids(id_map.astype(np.uint32))
         return image_row(item.sample.key, item.sample.source, width, height, png, result.segments, self.segmenter.spec)
+
+    def _match_truth(self, sample: Sample, id_map: np.ndarray, segments: list[dict], rank: int) -> PQPartial:
+        """Matches a prediction to the sample's embedded ground truth (panopticapi's rules)."""
+        gt_segments = (sample.metadata or {}).get("segments_info")
+        if gt_segments is None:
+            raise PQInputError(f"{sample.source}: ground-truth map without segments_info in its .json member")
+        gt_ids = decode_ids(sample.panoptic_png)
+        return match_image(sample.source, gt_ids, gt_segments, id_map.astype(np.uint32), segments,
+                           self.segmenter.categories, rank)
 
     def close(self) -> None:
         """Stops the thread pools."""

@@ -100,3 +100,54 @@ def test_the_cli_refuses_another_jobs_output_and_dry_runs_write_nothing(ray_with
     assert label.main(["--input", corpus, "--output", output, "--model", "hf:some/other"]) == 2
     assert "differ" in capsys.readouterr().err
     assert label.main(["--input", corpus, "--output", output, "--model", "nonsense"]) == 2
+
+
+def coco_files_from_job(corpus_folder, output: Output, shard_ids: list[str], dest):
+    """The job's ground truth (from the tar shards) and predictions (from the Parquet) in COCO panoptic form."""
+    import json
+    import tarfile
+
+    from segcore.synthetic import demo_categories
+
+    (dest / "gt").mkdir(parents=True)
+    (dest / "pred").mkdir()
+    images, gt_annotations, pred_annotations = [], [], []
+    for shard_id in shard_ids:
+        with tarfile.open(corpus_folder / f"{shard_id}.tar") as archive:
+            members = {m.name: archive.extractfile(m).read() for m in archive.getmembers()}
+        rows = pd.read_parquet(output.data_path(shard_id)).to_dict("records")
+        for row in rows:
+            key = row["image_id"]
+            truth = json.loads(members[f"{key}.json"])
+            (dest / "gt" / f"{key}.png").write_bytes(members[f"{key}.panoptic.png"])
+            (dest / "pred" / f"{key}.png").write_bytes(row["panoptic_png"])
+            images.append({"id": key, "file_name": f"{key}.jpg", "width": row["width"], "height": row["height"]})
+            gt_annotations.append({"image_id": key, "file_name": f"{key}.png", "segments_info": truth["segments_info"]})
+            segments = [{"id": int(s["id"]), "category_id": int(s["category_id"])} for s in row["segments"]]
+            pred_annotations.append({"image_id": key, "file_name": f"{key}.png", "segments_info": segments})
+    categories = demo_categories().to_coco()
+    for name, annotations in (("gt", gt_annotations), ("pred", pred_annotations)):
+        (dest / f"{name}.json").write_text(json.dumps({"images": images, "annotations": annotations,
+                                                        "categories": categories}))
+    return dest / "gt.json", dest / "pred.json"
+
+
+def test_the_reduce_equals_the_standalone_evaluator_bit_for_bit(ray_with_gpus, corpus, tmp_path):
+    import json
+    from pathlib import Path
+
+    from segcore.runtime.driver import reduce_job
+    from segcore.runtime.evaluation import EvaluationConfig, evaluate
+
+    config = job(corpus, str(tmp_path / "labels"))
+    run_label_job(config)
+    metrics = reduce_job(config)
+    output = Output.open(config.output)
+    assert json.loads(output.fs.cat_file(output.path("metrics.json")))["images"] == 15
+    report = output.fs.cat_file(output.path("report.md")).decode()
+    assert "person" in report and "15 images with ground truth" in report
+    gt_json, pred_json = coco_files_from_job(Path(corpus).parent, output, sorted(committed_shards(output)),
+                                             tmp_path / "coco")
+    standalone = evaluate(EvaluationConfig(str(gt_json), str(pred_json)))
+    assert metrics["pq"] == standalone["pq"] and metrics["pq_exact"] == standalone["pq_exact"]
+    assert metrics["pq"]["All"]["pq"] > 0.6

@@ -1,6 +1,7 @@
 """Evaluate COCO-panoptic predictions: PQ / SQ / RQ exactly as panopticapi computes them.
 
     python -m jobs.evaluate --gt-json G.json --pred-json P.json [--gt-dir GD] [--pred-dir PD] --out M.json
+    python -m jobs.evaluate --output URI    # the reduce of a jobs.label output: its committed PQ partials
     python -m jobs.evaluate --demo          # a seeded synthetic corpus, evaluated end to end
 """
 
@@ -29,17 +30,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--per-class", action="store_true", help="print one row per class")
     parser.add_argument("--workers", type=int, default=0, help="Ray workers (0: evaluate in this process)")
     parser.add_argument("--storage-options", type=json.loads, default={}, help="fsspec options as JSON")
+    parser.add_argument("--output", help="a jobs.label output: sum its partials into metrics.json and report.md")
     parser.add_argument("--demo", action="store_true", help=f"evaluate a synthetic corpus written to {DEMO_DIR}")
     parser.add_argument("--demo-images", type=int, default=200, help="images in the demo corpus")
     args = parser.parse_args(argv)
-    if not args.demo and not (args.gt_json and args.pred_json):
-        parser.error("--gt-json and --pred-json are required (or --demo)")
+    if not args.demo and not args.output and not (args.gt_json and args.pred_json):
+        parser.error("--gt-json and --pred-json are required (or --output, or --demo)")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.output:
+        return reduce_output_job(args.output, args.storage_options, args.per_class)
     if args.demo:
         from segcore.synthetic import write_corpus
 
@@ -60,6 +64,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         storage.write_json(args.out, results, config.storage_options)
         print(f"wrote {args.out}")
+    return 0
+
+
+def reduce_output_job(uri: str, storage_options: dict, per_class: bool) -> int:
+    """Reduces a labeling job's output; exit 2 when it is not one, or has no ground truth."""
+    from segcore.io.commit import MANIFEST, Output
+    from segcore.runtime.reduce import reduce_output
+
+    output = Output.open(uri, storage_options)
+    if not output.fs.exists(output.path(MANIFEST)):
+        print(f"error: Expected a jobs.label output with {MANIFEST} at {uri}, but found none", file=sys.stderr)
+        return 2
+    results = reduce_output(output)
+    if results is None:
+        print(f"error: no committed shard under {uri} carries ground truth; there is no PQ to compute",
+              file=sys.stderr)
+        return 2
+    manifest = json.loads(output.fs.cat_file(output.path(MANIFEST)))
+    print(format_table(results["pq"], categories_from_json(manifest["categories"]), per_class=per_class))
+    print(f"wrote {output.path('metrics.json')} and report.md")
     return 0
 
 

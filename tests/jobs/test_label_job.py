@@ -151,3 +151,20 @@ def test_the_reduce_equals_the_standalone_evaluator_bit_for_bit(ray_with_gpus, c
     standalone = evaluate(EvaluationConfig(str(gt_json), str(pred_json)))
     assert metrics["pq"] == standalone["pq"] and metrics["pq_exact"] == standalone["pq_exact"]
     assert metrics["pq"]["All"]["pq"] > 0.6
+
+
+def test_jobs_evaluate_reduces_an_output_alone(ray_with_gpus, corpus, tmp_path, capsys):
+    import json
+
+    from jobs import evaluate as evaluate_job
+    from segcore.runtime.driver import reduce_job
+
+    config = job(corpus, str(tmp_path / "labels"))
+    run_label_job(config)
+    expected = reduce_job(config)
+    (tmp_path / "labels" / "metrics.json").unlink()
+    assert evaluate_job.main(["--output", config.output]) == 0
+    assert "All" in capsys.readouterr().out
+    assert json.loads((tmp_path / "labels" / "metrics.json").read_text())["pq"]["All"] == expected["pq"]["All"]
+    assert evaluate_job.main(["--output", str(tmp_path / "nothing")]) == 2
+    assert "manifest.json" in capsys.readouterr().err

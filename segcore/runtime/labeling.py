@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import logging
 import subprocess
 from dataclasses import dataclass, field
@@ -167,7 +166,3 @@ def summary_lines(result: Mapping) -> list[str]:
     lines += [f"FAILED {shard_id}: {error}" for shard_id, error in sorted(result["failed"].items())]
     return lines
 
-
-def dumps_summary(result: Mapping) -> str:
-    """The summary as JSON (for logs and tests)."""
-    return json.dumps(result, sort_keys=True)

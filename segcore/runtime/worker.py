@@ -175,13 +175,13 @@ class ShardWorker:
 
     def _image_row(self, item: Decoded, result, rank: int, partial: PQPartial) -> dict:
         """The row of a labelled image: its id map as a PNG and its segments; its PQ partial is added."""
-        id_map = result.id_map_numpy()
+        id_map = result.id_map_numpy().astype(np.uint32)  # once: the PNG and the PQ match both take uint32
         if item.sample.panoptic_png is not None:
             image_partial = self._match_truth(item.sample, id_map, result.segments, rank)
             with self._partial_lock:
                 partial += image_partial
         height, width = id_map.shape
-        png = encode_ids(id_map.astype(np.uint32))
+        png = encode_ids(id_map)
         return image_row(item.sample.key, item.sample.source, width, height, png, result.segments, self.segmenter.spec)
 
     def _match_truth(self, sample: Sample, id_map: np.ndarray, segments: list[dict], rank: int) -> PQPartial:
@@ -190,7 +190,7 @@ class ShardWorker:
         if gt_segments is None:
             raise PQInputError(f"{sample.source}: ground-truth map without segments_info in its .json member")
         gt_ids = decode_ids(sample.panoptic_png)
-        return match_image(sample.source, gt_ids, gt_segments, id_map.astype(np.uint32), segments,
+        return match_image(sample.source, gt_ids, gt_segments, id_map, segments,
                            self.segmenter.categories, rank)
 
     def close(self) -> None:

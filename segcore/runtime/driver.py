@@ -159,9 +159,10 @@ class _ActorPool:
     def busy(self) -> bool:
         return bool(self.running)
 
-    def submit(self, spec, shard_index: int) -> None:
+    def submit(self, spec, *args) -> None:
+        """Sends ``label_shard(spec, *args)`` to an idle actor."""
         actor = self.idle.pop()
-        self.running[actor.label_shard.remote(spec, shard_index)] = (actor, spec)
+        self.running[actor.label_shard.remote(spec, *args)] = (actor, spec)
 
     def next_finished(self):
         """Waits for one shard; returns ``(spec, summary, None)`` or ``(spec, None, error text)``."""

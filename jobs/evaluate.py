@@ -68,21 +68,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def reduce_output_job(uri: str, storage_options: dict, per_class: bool) -> int:
-    """Reduces a labeling job's output; exit 2 when it is not one, or has no ground truth."""
+    """Reduces a labeling job's output (label statistics; PQ with ground truth); exit 2 when it is not one."""
     from segcore.io.commit import MANIFEST, Output
-    from segcore.runtime.reduce import reduce_output
+    from segcore.metrics.stats import format_summary
+    from segcore.runtime.reduce import job_categories_of, reduce_output
 
     output = Output.open(uri, storage_options)
     if not output.fs.exists(output.path(MANIFEST)):
         print(f"error: Expected a jobs.label output with {MANIFEST} at {uri}, but found none", file=sys.stderr)
         return 2
     results = reduce_output(output)
-    if results is None:
-        print(f"error: no committed shard under {uri} carries ground truth; there is no PQ to compute",
-              file=sys.stderr)
-        return 2
-    manifest = json.loads(output.fs.cat_file(output.path(MANIFEST)))
-    print(format_table(results["pq"], categories_from_json(manifest["categories"]), per_class=per_class))
+    if "pq" in results:
+        print(format_table(results["pq"], job_categories_of(output), per_class=per_class))
+    else:
+        print(f"no ground truth under {uri}: label statistics only\n")
+        print(format_summary(results["stats"]))
     print(f"wrote {output.path('metrics.json')} and report.md")
     return 0
 

@@ -25,6 +25,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--input", help="tar/Parquet shards (globs, {00000..00999} ranges) or an image folder")
     parser.add_argument("--output", help="output URI (local path or any fsspec URI)")
     parser.add_argument("--model", default="demo")
+    parser.add_argument("--gt", default=None, help="COCO panoptic ground-truth JSON: PQ of the images it lists")
+    parser.add_argument("--gt-dir", default=None, help="ground-truth PNG folder (default: --gt without .json)")
     parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     parser.add_argument("--device", default=None)
     parser.add_argument("--score-threshold", type=float, default=None)
@@ -52,7 +54,8 @@ def config_from(args: argparse.Namespace) -> LabelJobConfig:
     options = ModelOptions(device=args.device, dtype=args.dtype, score_threshold=args.score_threshold,
                            label_map=args.label_map, storage_options=storage_options)
     return LabelJobConfig(
-        input=args.input, output=args.output, model=args.model, model_options=options, actors=args.actors,
+        input=args.input, output=args.output, model=args.model, model_options=options, gt=args.gt,
+        gt_dir=args.gt_dir, actors=args.actors,
         gpus_per_actor=args.gpus_per_actor, cpus_per_actor=args.cpus_per_actor, batch_size=args.batch_size,
         shard_size=args.shard_size, max_retries=args.max_retries, max_shards=args.max_shards, dry_run=args.dry_run,
         overwrite=args.overwrite, storage_options=storage_options,
@@ -71,21 +74,23 @@ def main(argv: list[str] | None = None) -> int:
             args.output, args.overwrite = f"{DEMO_DIR}/labels", True
     from segcore.runtime.driver import run_label_job
 
-    config = config_from(args)
     try:
+        config = config_from(args)
         result = run_label_job(config)
-    except (ValueError, ManifestMismatch, json.JSONDecodeError) as error:
+    except (ValueError, ManifestMismatch, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print("\n".join(summary_lines(result)))
     if not config.dry_run:
+        from segcore.metrics.stats import format_summary
         from segcore.runtime.driver import reduce_job
         from segcore.runtime.evaluation import format_table
-        from segcore.runtime.labeling import job_categories
 
         metrics = reduce_job(config)
-        if metrics is not None:
-            print(format_table(metrics["pq"], job_categories(config), per_class=True))
+        if "pq" in metrics:
+            print(format_table(metrics["pq"], result["categories"], per_class=True))
+        else:
+            print(format_summary(metrics["stats"]))
     return 1 if result["failed"] else 0
 
 

@@ -5,7 +5,8 @@ Layout under ``--output`` (any fsspec URI)::
     manifest.json                 written once, create-only; a rerun must match it
     shards/<shard_id>.parquet     one row per image
     errors/<shard_id>.jsonl       images that could not be labelled
-    pq/<shard_id>.json            PQ partials, with ground truth
+    pq/<shard_id>.json            PQ partials (integers), only when some image had ground truth
+    stats/<shard_id>.json         label statistics partials (summable counts)
     _done/<shard_id>              written last: the shard is committed iff this exists
 
 No rename is assumed (object stores have none). A shard without a marker is redone from scratch, overwriting.
@@ -55,6 +56,9 @@ class Output:
     def partials_path(self, shard_id: str) -> str:
         return self.path("pq", f"{shard_id}.json")
 
+    def stats_path(self, shard_id: str) -> str:
+        return self.path("stats", f"{shard_id}.json")
+
     def marker_path(self, shard_id: str) -> str:
         return self.path("_done", shard_id)
 
@@ -87,8 +91,9 @@ def commit_shard(
     rows: int,
     errors: bytes | None = None,
     partials: bytes | None = None,
+    stats: bytes | None = None,
 ) -> dict:
-    """Commits a shard: data file, then errors and partials, then the marker, each written whole.
+    """Commits a shard: data file, then errors, PQ partials and statistics, then the marker, each written whole.
 
     The marker records what it vouches for (row count, size and sha256 of the data file) so a verifier can check
     the data file is the one committed. Returns the marker's content.
@@ -98,6 +103,8 @@ def commit_shard(
         write_whole(output, output.errors_path(shard_id), errors)
     if partials is not None:
         write_whole(output, output.partials_path(shard_id), partials)
+    if stats is not None:
+        write_whole(output, output.stats_path(shard_id), stats)
     marker = {
         "shard_id": shard_id,
         "rows": rows,
@@ -105,6 +112,7 @@ def commit_shard(
         "data_sha256": hashlib.sha256(data).hexdigest(),
         "errors": bool(errors),
         "partials": partials is not None,
+        "stats": stats is not None,
     }
     write_whole(output, output.marker_path(shard_id), json.dumps(marker, sort_keys=True).encode())
     return marker
@@ -128,7 +136,7 @@ def claim_output(output: Output, manifest: Mapping, overwrite: bool = False) -> 
 
     Returns:
         "created" (a new job), "resumed" (same manifest: committed shards will be skipped) or "overwritten"
-        (the old job's markers are removed first, so every shard is redone).
+        (``overwrite``: the old markers are removed first, so every shard is redone, whatever the old job was).
 
     Raises:
         ManifestMismatch: the output holds a different job's manifest and ``overwrite`` is False; the message
@@ -146,7 +154,7 @@ def claim_output(output: Output, manifest: Mapping, overwrite: bool = False) -> 
         for key in set(existing) | set(manifest)
         if key not in VOLATILE_MANIFEST_KEYS and existing.get(key) != manifest.get(key)
     )
-    if not differing:
+    if not differing and not overwrite:
         return "resumed"
     if not overwrite:
         raise ManifestMismatch(

@@ -43,9 +43,21 @@ class TableError(ValueError):
 
 
 def image_row(
-    image_id: str, source: str, width: int, height: int, panoptic_png: bytes, segments: Sequence[Mapping], model: str
+    image_id: str,
+    source: str,
+    width: int,
+    height: int,
+    panoptic_png: bytes,
+    segments: Sequence[Mapping],
+    model: str,
+    status: str = STATUS_OK,
+    error: str | None = None,
 ) -> dict:
-    """A row for a labelled image; ``segments`` are dicts with the SEGMENT_TYPE fields (extra keys ignored)."""
+    """A row for a labelled image; ``segments`` are dicts with the SEGMENT_TYPE fields (extra keys ignored).
+
+    A labelled image may still carry an error status, e.g. ``bad_ground_truth``: the prediction is kept, and
+    the reason says what was wrong with the image's ground truth.
+    """
     return {
         "image_id": image_id,
         "source": source,
@@ -53,8 +65,8 @@ def image_row(
         "height": height,
         "panoptic_png": panoptic_png,
         "segments": [{name: s[name] for name in SEGMENT_TYPE.names} for s in segments],
-        "status": STATUS_OK,
-        "error": None,
+        "status": status,
+        "error": error,
         "model": model,
     }
 

@@ -311,6 +311,60 @@ def segmenter_from_model(
     )
 
 
+def config_label_names(source: str, options: ModelOptions) -> list[str]:
+    """The model's label names from its ``config.json`` alone (no weights are read), in label order.
+
+    Raises:
+        ValueError: the config cannot be read, or the model type is not supported; the message names the source.
+    """
+    try:
+        if _is_path(source):
+            with fsspec.open(source.rstrip("/") + "/config.json", "r", **dict(options.storage_options)) as f:
+                document = json.load(f)
+        else:
+            document = _hub_config(source, options.revision)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Expected a readable model config at {source!r}, but: {error}") from None
+    if document.get("model_type") not in FAMILIES:
+        raise ValueError(f"Expected a model of type {sorted(FAMILIES)} at {source!r}, "
+                         f"but got {document.get('model_type')!r}")
+    id2label = {int(k): str(v) for k, v in (document.get("id2label") or {}).items()}
+    count = max(len(id2label), int(document.get("num_labels", 0) or 0))
+    return [id2label.get(i, f"LABEL_{i}") for i in range(count)]
+
+
+def _hub_config(source: str, revision: str | None) -> dict:
+    """A hub model's config: from the local cache, else from the hub when it answers.
+
+    Raises:
+        ValueError: neither cached nor reachable (offline), named.
+    """
+    import transformers
+
+    from segcore.models.registry import hub_reachable
+
+    try:
+        return transformers.AutoConfig.from_pretrained(source, revision=revision, local_files_only=True).to_dict()
+    except OSError:
+        if not hub_reachable():
+            raise ValueError(f"Expected the config of hub model {source!r} in the local cache or a reachable hub, "
+                             "but it is not cached and the hub does not answer; pass a local folder or a URI "
+                             "(hf:/path/to/model, hf:s3://bucket/model)") from None
+    return transformers.AutoConfig.from_pretrained(source, revision=revision).to_dict()
+
+
+def config_label_map(source: str, options: ModelOptions, categories: Categories) -> LabelMap:
+    """The label map a model would get, from its config and the label-map file (checked before any weights load).
+
+    Raises:
+        ValueError: unreadable config, unsupported type, or labels that do not map onto ``categories``.
+    """
+    location = source
+    if _is_path(source) and not is_remote(source):
+        location = str(Path(source).expanduser())
+    return _label_map(config_label_names(location, options), categories, options)
+
+
 def _is_path(source: str) -> bool:
     """A local path or fsspec URI rather than a hub id (``org/name``)."""
     return is_remote(source) or source.startswith(("file://", "/", ".", "~")) or Path(source).exists()

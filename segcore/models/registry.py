@@ -166,6 +166,40 @@ def load_segmenter(spec: str, options: ModelOptions | None = None, categories: C
     return load_torchvision(target, options, categories, spec=spec)
 
 
+def model_label_map(spec: str, options: ModelOptions | None, categories: Categories) -> dict:
+    """The model's labels and the dataset categories they map to, from configs and label maps only (no weights).
+
+    Returns a JSON-ready document for the job manifest: ``{"names": [...], "category_ids": [...]}``, or for the
+    torchvision backend ``{"instance": {...}, "semantic": {...}}``.
+
+    Raises:
+        ValueError: the spec is invalid, the model config cannot be read, or labels do not map onto
+            ``categories`` (the message lists them and the known names).
+    """
+    options = resolve_options(spec, options or ModelOptions())
+    check_spec(spec, options)
+    backend, target = split_spec(spec)
+    if backend in (DEMO_SPEC, "hf"):
+        from segcore.models.hf import config_label_map
+
+        if backend == DEMO_SPEC:
+            from segcore.models.demo import demo_model_dir
+
+            target = str(demo_model_dir())
+        return config_label_map(target, options, categories).to_json()
+    from segcore.models.torchvision_backend import (
+        check_default_classes, instance_label_map, parse_target, read_label_map_file, semantic_label_map,
+    )
+
+    parsed = parse_target(target)
+    lists = read_label_map_file(options.label_map, options.storage_options)
+    instance = instance_label_map(lists.get("instance"), parsed.instance, categories)
+    semantic = semantic_label_map(lists.get("semantic"), categories, options.label_map)
+    check_default_classes(parsed.instance, parsed.instance_checkpoint, instance, "instance")
+    check_default_classes(parsed.semantic, parsed.semantic_checkpoint, semantic, "semantic")
+    return {"instance": instance.to_json(), "semantic": semantic.to_json()}
+
+
 def hub_reachable(timeout: float = 2.0) -> bool:
     """Whether the Hugging Face hub answers (False when ``HF_HUB_OFFLINE`` is set or the network is closed)."""
     import os

@@ -70,30 +70,42 @@ def run_label_job(config) -> dict:
         config: a :class:`segcore.runtime.labeling.LabelJobConfig`.
 
     Returns:
-        ``{"done", "skipped", "failed" (shard id -> last error), "images", "errors", "seconds", "stages"}``.
+        ``{"done", "skipped", "failed" (shard id -> last error), "images", "errors", "seconds", "stages"
+        (seconds per stage summed over shards), "shards" (per committed shard: shard_id, started and seconds,
+        started counted from the job's start), "claim", "categories"}``.
     """
     import time
 
-    from segcore.runtime.labeling import plan
+    from segcore.runtime.labeling import plan, shard_truth
 
     job = plan(config)
     started = time.perf_counter()
     result = {"done": 0, "skipped": len(job.shards) - len(job.pending), "failed": {}, "images": 0, "errors": 0,
-              "seconds": 0.0, "stages": {}, "claim": job.claim}
+              "seconds": 0.0, "stages": {}, "shards": [], "claim": job.claim, "categories": job.categories}
     if config.dry_run or not job.pending:
         return result
     init_ray()
-    pool = _ActorPool(config, len(job.pending))
+    import ray
+
+    pool = _ActorPool(config, len(job.pending), config.worker_config(job.categories))
+    whole_truth = ray.put(job.truth) if job.truth is not None else None  # tar/Parquet shards: keys known when read
     index_of = {spec.shard_id: index for index, spec in enumerate(job.shards)}
     attempts = {spec.shard_id: 0 for spec in job.pending}
     queue = list(reversed(job.pending))
     while queue or pool.busy():
         while queue and pool.has_idle():
             spec = queue.pop()
-            pool.submit(spec, index_of[spec.shard_id])
-        spec, summary, error = pool.next_finished()
+            truth = shard_truth(job.truth, spec) if spec.kind == "folder" else whole_truth
+            pool.submit(spec, index_of[spec.shard_id], truth)
+        if not pool.busy():  # shards left but every actor was given up
+            result["failed"].update({spec.shard_id: "no actor left" for spec in queue})
+            break
+        finished = pool.next_finished()
+        if finished is None:  # an actor came back from a restart, or was given up
+            continue
+        spec, summary, error = finished
         if error is None:
-            _count(result, summary)
+            _count(result, summary, time.perf_counter() - started)
         else:
             attempts[spec.shard_id] += 1
             if attempts[spec.shard_id] <= config.max_retries:
@@ -106,17 +118,20 @@ def run_label_job(config) -> dict:
     return result
 
 
-def reduce_job(config) -> dict | None:
-    """The reduce of a labeling job's output: PQ from the committed shards' partials (never pixels)."""
+def reduce_job(config) -> dict:
+    """The reduce of a labeling job's output: label statistics, and PQ with ground truth, from the committed
+    shards' partials (never pixels)."""
     from segcore.io.commit import Output
     from segcore.runtime.reduce import reduce_output
 
     return reduce_output(Output.open(config.output, config.storage_options))
 
 
-def _count(result: dict, summary: dict) -> None:
-    """Adds one shard's summary to the job's."""
+def _count(result: dict, summary: dict, finished: float) -> None:
+    """Adds one shard's summary to the job's; ``finished``: seconds since the job started."""
     result["done"] += 1
+    result["shards"].append({"shard_id": summary["shard_id"], "started": finished - summary["seconds"],
+                             "seconds": summary["seconds"]})
     result["images"] += summary["images"]
     result["errors"] += summary["errors"]
     for stage, seconds in summary["stages"].items():
@@ -135,9 +150,17 @@ def _log_progress(result: dict, total: int, started: float) -> None:
 
 
 class _ActorPool:
-    """``ShardWorker`` actors, one shard in flight each; a dead actor is restarted by Ray and its shard requeued."""
+    """``ShardWorker`` actors, one shard in flight each; a dead actor is restarted by Ray and its shard requeued.
 
-    def __init__(self, config, n_shards: int):
+    Calls on an actor that Ray is restarting fail at once (``ActorUnavailableError``, as the label_shard calls
+    have no task retries), so an actor whose shard died is only given work again once a readiness probe says it
+    is back; one not back ``RESTART_TIMEOUT_S`` after dying, or dead for good, leaves the pool.
+    """
+
+    RESTART_TIMEOUT_S = 900.0  # a model load on a fresh node can take minutes
+    PROBE_RETRIES = 10  # each probe waits through a few seconds of the restart before it is sent again
+
+    def __init__(self, config, n_shards: int, worker_config):
         import ray
 
         from segcore.runtime.worker import ShardWorker
@@ -148,16 +171,17 @@ class _ActorPool:
                                   max(1, int(resources.get("CPU", 1) // 2)))
         count = max(1, min(count, n_shards))
         actor_class = ray.remote(num_gpus=gpus, num_cpus=config.cpus_per_actor, max_restarts=-1)(ShardWorker)
-        worker_config = config.worker_config()
         self.idle = [actor_class.remote(worker_config) for _ in range(count)]
         self.running: dict = {}  # object ref -> (actor, spec)
+        self.restarting: dict = {}  # readiness probe ref -> (actor, when it died)
         log.info("%d actors, %s GPU and %s CPU each", count, gpus, config.cpus_per_actor)
 
     def has_idle(self) -> bool:
         return bool(self.idle)
 
     def busy(self) -> bool:
-        return bool(self.running)
+        """Shards in flight or actors coming back: ``next_finished`` has something to wait for."""
+        return bool(self.running or self.restarting)
 
     def submit(self, spec, *args) -> None:
         """Sends ``label_shard(spec, *args)`` to an idle actor."""
@@ -165,16 +189,58 @@ class _ActorPool:
         self.running[actor.label_shard.remote(spec, *args)] = (actor, spec)
 
     def next_finished(self):
-        """Waits for one shard; returns ``(spec, summary, None)`` or ``(spec, None, error text)``."""
+        """Waits for one shard or restarted actor.
+
+        Returns:
+            ``(spec, summary, None)``, ``(spec, None, error text)``, or None when an actor came back from a restart
+            (it is idle again) or was given up.
+        """
+        import time
+
         import ray
 
-        (ref,), _ = ray.wait(list(self.running), num_returns=1)
+        (ref,), _ = ray.wait([*self.running, *self.restarting], num_returns=1)
+        if ref in self.restarting:
+            self._restarted(ref)
+            return None
         actor, spec = self.running.pop(ref)
-        self.idle.append(actor)  # a dead actor is restarted by Ray (max_restarts=-1) and can take the next shard
         try:
-            return spec, ray.get(ref), None
-        except ray.exceptions.RayActorError as error:
+            summary = ray.get(ref)
+        except ray.exceptions.RayActorError as error:  # the actor died: Ray restarts it (max_restarts=-1)
+            self._probe(actor, time.monotonic())
             return spec, None, f"actor died: {type(error).__name__}"
         except ray.exceptions.RayTaskError as error:
+            self.idle.append(actor)
             cause = error.cause if getattr(error, "cause", None) is not None else error
             return spec, None, f"{type(cause).__name__}: {cause}"
+        self.idle.append(actor)
+        return spec, summary, None
+
+    def _probe(self, actor, died: float) -> None:
+        """Asks a restarting actor whether it is up; its task retries wait through the restart."""
+        probe = actor.__ray_ready__.options(max_task_retries=self.PROBE_RETRIES).remote()
+        self.restarting[probe] = (actor, died)
+
+    def _restarted(self, probe) -> None:
+        """An actor is idle again once its probe succeeds; probed again while restarting, else given up."""
+        import time
+
+        import ray
+
+        actor, died = self.restarting.pop(probe)
+        try:
+            ray.get(probe)
+        except ray.exceptions.ActorUnavailableError:
+            if time.monotonic() - died < self.RESTART_TIMEOUT_S:
+                self._probe(actor, died)
+                return
+            ray.kill(actor, no_restart=True)
+            log.error("an actor did not come back within %.0f s of dying; %d left", self.RESTART_TIMEOUT_S,
+                      len(self.idle) + len(self.running) + len(self.restarting))
+            return
+        except ray.exceptions.RayActorError as error:
+            log.error("an actor is dead for good (%s); %d left", type(error).__name__,
+                      len(self.idle) + len(self.running) + len(self.restarting))
+            return
+        log.info("an actor is back after a restart")
+        self.idle.append(actor)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import posixpath
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,8 @@ from segcore.categories import Categories, coco_panoptic_categories
 from segcore.io.commit import Output, claim_output, committed_shards
 from segcore.io.images import DEFAULT_MAX_PIXELS
 from segcore.io.shards import ShardSpec, list_shards
-from segcore.models.registry import ModelOptions, check_spec
+from segcore.io.truth import GroundTruth, load_ground_truth
+from segcore.models.registry import ModelOptions, check_spec, model_label_map
 from segcore.runtime.worker import WorkerConfig
 
 logger = logging.getLogger(__name__)
@@ -29,6 +31,9 @@ class LabelJobConfig:
         output: where shards, markers, errors and the manifest go (any fsspec URI).
         model: model spec (``demo``, ``hf:...``, ``torchvision:...``, a preset).
         model_options: device, dtype, thresholds, label map.
+        gt: COCO panoptic ground-truth JSON: PQ of the images it lists (matched by file name without extension);
+            its categories become the job's, and the model's labels must map onto them.
+        gt_dir: the ground truth's PNG folder; default: ``gt`` without ``.json``.
         actors: number of model actors; None: one per GPU, or one per two CPUs without GPUs.
         gpus_per_actor: GPUs each actor pins; None: 1 when the cluster has GPUs, else 0.
         cpus_per_actor: CPUs each actor reserves (small, so readers are not starved).
@@ -37,7 +42,7 @@ class LabelJobConfig:
         max_retries: attempts after the first for a shard whose actor died or whose read failed.
         max_shards: label only the first N pending shards (for trying things out).
         dry_run: plan and report, label nothing.
-        overwrite: replace another job's output (its markers are removed).
+        overwrite: start over: the output's markers are removed and every shard is redone (also for the same job).
         storage_options: fsspec options (credentials, endpoints); never logged or written.
     """
 
@@ -45,6 +50,8 @@ class LabelJobConfig:
     output: str
     model: str = "demo"
     model_options: ModelOptions = field(default_factory=ModelOptions)
+    gt: str | None = None
+    gt_dir: str | None = None
     actors: int | None = None
     gpus_per_actor: float | None = None
     cpus_per_actor: float = 1.0
@@ -59,12 +66,13 @@ class LabelJobConfig:
     overwrite: bool = False
     storage_options: Mapping = field(default_factory=dict)
 
-    def worker_config(self) -> WorkerConfig:
-        """The part every actor needs."""
+    def worker_config(self, categories: Categories | None = None) -> WorkerConfig:
+        """The part every actor needs; ``categories``: the job's (the ground truth's), None for the model's."""
         return WorkerConfig(
             output=self.output, model=self.model, model_options=self.model_options, batch_size=self.batch_size,
             decode_threads=self.decode_threads, encode_threads=self.encode_threads, max_pixels=self.max_pixels,
             storage_options=self.storage_options, torch_threads=max(1, int(self.cpus_per_actor)),
+            categories=categories,
         )
 
 
@@ -85,14 +93,18 @@ def validate(config: LabelJobConfig) -> None:
     if config.cpus_per_actor <= 0 or config.max_retries < 0:
         raise ValueError(f"Expected `cpus_per_actor` > 0 and `max_retries` >= 0, but got "
                          f"{config.cpus_per_actor!r}, {config.max_retries!r}")
+    if config.gt_dir is not None and config.gt is None:
+        raise ValueError("Expected `gt` (the ground-truth JSON) when `gt_dir` is given, but got only `gt_dir`")
     if config.max_shards is not None and config.max_shards < 1:
         raise ValueError(f"Expected `max_shards` to be a positive integer or unset, but got {config.max_shards!r}")
 
 
-def job_categories(config: LabelJobConfig) -> Categories:
-    """The dataset categories the job's segments use: the demo's five, else COCO panoptic's 133."""
+def job_categories(config: LabelJobConfig, truth: GroundTruth | None = None) -> Categories:
+    """The dataset categories the job's segments use: the ground truth's, else the demo's five, else COCO's 133."""
     from segcore.synthetic import demo_categories
 
+    if truth is not None:
+        return truth.categories
     return demo_categories() if config.model == "demo" else coco_panoptic_categories()
 
 
@@ -106,17 +118,20 @@ def code_version() -> str:
         return "unknown"
 
 
-def manifest_of(config: LabelJobConfig, shards: list[ShardSpec]) -> dict:
-    """The manifest: what decides the output's content (never credentials), the ordered shards, code version."""
+def manifest_of(config: LabelJobConfig, shards: list[ShardSpec], categories: Categories, label_map: dict) -> dict:
+    """The manifest: what decides the output's content (never credentials), the model's label map, the
+    categories, the ordered shards, the code version."""
     options = dataclasses.asdict(config.model_options)
     options.pop("storage_options")
     return {
         "input": config.input,
         "model": config.model,
         "model_options": options,
+        "label_map": label_map,
+        "ground_truth": {"json": config.gt, "dir": config.gt_dir} if config.gt else None,
         "max_pixels": config.max_pixels,
         "shard_size": config.shard_size,
-        "categories": job_categories(config).to_coco(),
+        "categories": categories.to_coco(),
         "shards": [{"shard_id": s.shard_id, "kind": s.kind, "uri": s.uri, "images": len(s.members) or None}
                    for s in shards],
         "code_version": code_version(),
@@ -126,33 +141,71 @@ def manifest_of(config: LabelJobConfig, shards: list[ShardSpec]) -> dict:
 
 @dataclass(frozen=True)
 class Plan:
-    """What a run will do: every shard of the job, and the ones not committed yet (after ``max_shards``)."""
+    """What a run will do: every shard of the job, and the ones not committed yet (after ``max_shards``).
+
+    Attributes:
+        shards, pending: all shards, and those left to do.
+        claim: "created", "resumed", "overwritten" or "dry-run".
+        categories: the job's dataset categories (the ground truth's when given).
+        truth: the ground truth, indexed by image key, or None.
+    """
 
     shards: list[ShardSpec]
     pending: list[ShardSpec]
     claim: str
+    categories: Categories
+    truth: GroundTruth | None = None
 
 
 def plan(config: LabelJobConfig) -> Plan:
-    """Validates, lists shards once, claims the output (manifest) and finds the shards left to do.
-
-    A dry run claims nothing and writes nothing.
+    """Validates, reads the ground truth, checks the model's labels, lists shards once, claims the output
+    (manifest) and finds the shards left to do. A dry run claims nothing and writes nothing.
 
     Raises:
-        ValueError: bad configuration or an input that matches nothing.
+        ValueError: bad configuration, an input that matches nothing, an unreadable ground truth, or model
+            labels that do not map onto the job's categories.
+        FileNotFoundError: the ground-truth JSON does not exist.
         segcore.io.commit.ManifestMismatch: the output holds another job and ``overwrite`` is False.
     """
     validate(config)
+    truth = load_ground_truth(config.gt, config.gt_dir, config.storage_options) if config.gt else None
+    categories = job_categories(config, truth)
+    label_map = model_label_map(config.model, config.model_options, categories)
     shards = list_shards(config.input, config.shard_size, config.storage_options)
+    if truth is not None:
+        _report_coverage(truth, shards)
     output = Output.open(config.output, config.storage_options)
-    claim = "dry-run" if config.dry_run else claim_output(output, manifest_of(config, shards), config.overwrite)
+    manifest = manifest_of(config, shards, categories, label_map)
+    claim = "dry-run" if config.dry_run else claim_output(output, manifest, config.overwrite)
     done = committed_shards(output) if claim != "overwritten" else set()
     pending = [s for s in shards if s.shard_id not in done]
     if config.max_shards is not None:
         pending = pending[: config.max_shards]
     logger.info("%d shards, %d committed, %d to do (%s)", len(shards), len(shards) - len(pending), len(pending),
                 claim)
-    return Plan(shards, pending, claim)
+    return Plan(shards, pending, claim, categories, truth)
+
+
+def _report_coverage(truth: GroundTruth, shards: list[ShardSpec]) -> None:
+    """Warns about ground-truth images that a folder input does not hold (their PQ would be missing)."""
+    if not shards or any(s.kind != "folder" for s in shards):
+        return  # tar and Parquet members are known only when read
+    keys = [posixpath.splitext(m.removeprefix(s.uri.rstrip("/") + "/"))[0] for s in shards for m in s.members]
+    covered = {ref.rank for ref in truth.for_keys(keys).values()}
+    missing = [key for key, ref in truth.by_key.items() if ref.rank not in covered]
+    if missing:
+        logger.warning("%d of %d ground-truth images are not in the input (e.g. %s); PQ leaves them out",
+                       len(missing), len(truth.by_key), ", ".join(missing[:3]))
+
+
+def shard_truth(truth: GroundTruth | None, spec: ShardSpec) -> GroundTruth | None:
+    """The ground truth a shard's actor needs: a folder shard's own images; all of it for tar and Parquet
+    shards, whose keys are known only when read."""
+    if truth is None or spec.kind != "folder":
+        return truth
+    root = spec.uri.rstrip("/") + "/"
+    keys = [posixpath.splitext(member.removeprefix(root))[0] for member in spec.members]
+    return dataclasses.replace(truth, by_key=truth.for_keys(keys))
 
 
 def summary_lines(result: Mapping) -> list[str]:
@@ -165,4 +218,3 @@ def summary_lines(result: Mapping) -> list[str]:
     ]
     lines += [f"FAILED {shard_id}: {error}" for shard_id, error in sorted(result["failed"].items())]
     return lines
-

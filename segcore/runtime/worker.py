@@ -3,8 +3,9 @@
 ``ShardWorker`` is a plain class (the driver wraps it with ``ray.remote`` at submit time), so it runs and is
 tested without Ray: read -> decode (thread pool, bounded look-ahead) -> batch -> model -> encode id-map PNGs
 (thread pool) -> one Parquet file -> commit (data, errors, marker). A bad image becomes a row with
-``status != "ok"`` and its reason, also in ``errors/<shard>.jsonl``; the shard goes on. A shard that cannot be
-read at all raises, so the driver retries or reports it; nothing is committed for it.
+``status != "ok"`` and its reason, also in ``errors/<shard>.jsonl``; the shard goes on. An image whose ground
+truth is broken keeps its prediction, gets the status ``bad_ground_truth`` with the reason, and is left out of PQ.
+A shard that cannot be read at all raises, so the driver retries or reports it; nothing is committed for it.
 """
 
 from __future__ import annotations
@@ -20,16 +21,22 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
+from segcore.categories import Categories
+from segcore.io import storage
 from segcore.io.commit import Output, commit_shard
 from segcore.io.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_rgb
 from segcore.io.shards import Sample, ShardSpec, read_shard
-from segcore.io.table import error_row, image_row, rows_to_table, table_to_parquet
-from segcore.models.registry import ModelOptions, load_segmenter
+from segcore.io.table import STATUS_OK, error_row, image_row, rows_to_table, table_to_parquet
+from segcore.io.truth import GroundTruth
 from segcore.metrics.pq import PQInputError, PQPartial, match_image
-from segcore.png import decode_ids, encode_ids
+from segcore.metrics.stats import LabelStats
+from segcore.models.registry import ModelOptions, load_segmenter
+from segcore.png import PNGError, decode_ids, encode_ids
 
 logger = logging.getLogger(__name__)
-RANK_STRIDE = 1_000_000_000  # image rank = shard index * stride + position: shard order, then member order
+RANK_STRIDE = 1_000_000_000  # embedded ground truth: rank = shard index * stride + position in the shard
+BAD_GROUND_TRUTH = "bad_ground_truth"
+STATS_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class WorkerConfig:
         max_pixels: images with more pixels are refused before decoding.
         storage_options: fsspec options for the input and output.
         torch_threads: torch's intra-op threads in this actor (its CPU share); None leaves torch's default.
+        categories: the dataset categories labels map onto (the ground truth's); None: the model's default.
     """
 
     output: str
@@ -57,16 +65,30 @@ class WorkerConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     storage_options: Mapping = field(default_factory=dict)
     torch_threads: int | None = None
+    categories: Categories | None = None
+
+
+@dataclass
+class Truth:
+    """An image's ground truth, read and decoded beside the image, or what was wrong with it."""
+
+    rank: int
+    image_id: object
+    ids: np.ndarray | None = None  # (H, W) uint32
+    segments: list | None = None
+    size: tuple[int, int] | None = None  # (height, width) the ground-truth JSON gives
+    error: str | None = None
 
 
 @dataclass
 class Decoded:
-    """A sample after decoding: the image, or the status and reason it failed."""
+    """A sample after decoding: the image, or the status and reason it failed; its ground truth if any."""
 
     sample: Sample
     image: np.ndarray | None = None
-    status: str = "ok"
+    status: str = STATUS_OK
     error: str | None = None
+    truth: Truth | None = None
 
 
 class ShardWorker:
@@ -78,39 +100,50 @@ class ShardWorker:
             import torch
 
             torch.set_num_threads(config.torch_threads)  # more threads than CPUs given slows a shared node down
-        self.segmenter = load_segmenter(config.model, config.model_options)
+        self.segmenter = load_segmenter(config.model, config.model_options, config.categories)
         self.output = Output.open(config.output, config.storage_options)
         self.decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
         self.encode_pool = ThreadPoolExecutor(config.encode_threads, thread_name_prefix="encode")
         self._partial_lock = threading.Lock()
-        self._rank = 0
+        self._unevaluated = 0
+        self._decode_seconds = 0.0
 
-    def label_shard(self, spec: ShardSpec, shard_index: int = 0) -> dict:
+    def label_shard(self, spec: ShardSpec, shard_index: int = 0, truth: GroundTruth | None = None) -> dict:
         """Labels every image of a shard and commits it; returns a summary (counts and seconds per stage).
 
-        Samples that carry ground truth (a ``<key>.panoptic.png`` member and ``segments_info`` in the ``.json``)
-        are matched on the in-memory maps and the shard's PQ partial is committed with it; an image's rank for
-        the reference summation order is ``shard_index * RANK_STRIDE + position in the shard``.
+        Stages: ``read`` (shard stream), ``decode`` (summed over the decode threads, overlapping the rest),
+        ``decode_wait`` (the model side waiting for decoded images), the segmenter's own (pre-process, forward,
+        post-process), ``encode`` (PNG rows, ground-truth matching) and ``write`` (Parquet and commit).
+
+        Ground truth comes from ``truth`` (a COCO panoptic dataset, looked up by sample key; an image's rank is
+        its annotation's position in the JSON) or, without it, from the samples themselves: a
+        ``<key>.panoptic.png`` member with ``segments_info`` in the ``.json`` (rank ``shard_index * RANK_STRIDE
+        + position``). Predictions are matched on the in-memory maps; the shard's label statistics, and its PQ
+        partial when some image had ground truth, are committed with it.
 
         Raises:
             segcore.io.shards.ShardError: the shard cannot be read (not a tar, truncated, ...); nothing is
                 committed.
+            OSError: storage failed; nothing is committed, so the shard can be retried.
         """
         started = time.perf_counter()
         timings: dict[str, float] = {}
         rows, errors = [], []
         partial = PQPartial()
-        self._rank = shard_index * RANK_STRIDE
-        for batch in self._batches(self._decoded(spec, timings)):
+        self._unevaluated = 0  # images with ground truth left out of PQ (image or ground truth unusable)
+        self._decode_seconds = 0.0
+        for batch in self._batches(self._decoded(spec, shard_index, truth, timings)):
             for row in self._label_batch(batch, timings, partial):
                 rows.append(row)
-                if row["status"] != "ok":
+                if row["status"] != STATUS_OK:
                     errors.append({k: row[k] for k in ("image_id", "source", "status", "error")})
         write_started = time.perf_counter()
         data = table_to_parquet(rows_to_table(rows))
         error_lines = "".join(json.dumps(e) + "\n" for e in errors).encode()
         partials = json.dumps(partial.to_json()).encode() if partial.images else None
-        commit_shard(self.output, spec.shard_id, data, rows=len(rows), errors=error_lines or None, partials=partials)
+        stats = json.dumps(shard_stats(rows, self._unevaluated)).encode()
+        commit_shard(self.output, spec.shard_id, data, rows=len(rows), errors=error_lines or None, partials=partials,
+                     stats=stats)
         timings["write"] = time.perf_counter() - write_started
         summary = {
             "shard_id": spec.shard_id,
@@ -122,28 +155,73 @@ class ShardWorker:
         logger.info("shard %s: %d images, %d errors", spec.shard_id, len(rows), len(errors))
         return summary
 
-    def _decoded(self, spec: ShardSpec, timings: dict[str, float]) -> Iterator[Decoded]:
+    def _decoded(
+        self, spec: ShardSpec, shard_index: int, truth: GroundTruth | None, timings: dict[str, float]
+    ) -> Iterator[Decoded]:
         """Samples of the shard decoded in the pool, in order, at most ``2 * batch_size`` ahead of the model."""
         window: deque[Future] = deque()
         ahead = 2 * self.config.batch_size
         read_started = time.perf_counter()
-        for sample in read_shard(spec, self.config.storage_options):
+        for position, sample in enumerate(read_shard(spec, self.config.storage_options)):
             timings["read"] = timings.get("read", 0.0) + time.perf_counter() - read_started
-            window.append(self.decode_pool.submit(self._decode, sample))
+            rank = shard_index * RANK_STRIDE + position
+            window.append(self.decode_pool.submit(self._decode, sample, rank, truth))
             if len(window) >= ahead:
-                yield window.popleft().result()
+                yield self._next_decoded(window, timings)
             read_started = time.perf_counter()
         while window:
-            yield window.popleft().result()
+            yield self._next_decoded(window, timings)
+        timings["decode"] = self._decode_seconds
 
-    def _decode(self, sample: Sample) -> Decoded:
-        """Decodes one sample; failures become a status and reason."""
+    @staticmethod
+    def _next_decoded(window: deque[Future], timings: dict[str, float]) -> Decoded:
+        """The oldest decode in flight; the time the model's side waits for it is the ``decode_wait`` stage."""
+        started = time.perf_counter()
+        decoded = window.popleft().result()
+        timings["decode_wait"] = timings.get("decode_wait", 0.0) + time.perf_counter() - started
+        return decoded
+
+    def _decode(self, sample: Sample, rank: int, truth: GroundTruth | None) -> Decoded:
+        """Decodes one sample and its ground truth; failures become a status and reason."""
         if sample.error is not None:
             return Decoded(sample, status="bad_member", error=sample.error)
+        started = time.perf_counter()
         try:
-            return Decoded(sample, decode_rgb(sample.image_bytes or b"", sample.source, self.config.max_pixels))
+            image = decode_rgb(sample.image_bytes or b"", sample.source, self.config.max_pixels)
         except ImageDecodeError as error:
-            return Decoded(sample, status=error.status, error=str(error))
+            has_truth = truth.lookup(sample.key) is not None if truth else sample.panoptic_png is not None
+            missed = Truth(rank, sample.key, error="the image could not be labelled") if has_truth else None
+            return Decoded(sample, status=error.status, error=str(error), truth=missed)
+        decoded = Decoded(sample, image, truth=self._truth(sample, rank, truth))
+        with self._partial_lock:  # thread seconds: decoding overlaps the model, so this can exceed the wait
+            self._decode_seconds += time.perf_counter() - started
+        return decoded
+
+    def _truth(self, sample: Sample, rank: int, truth: GroundTruth | None) -> Truth | None:
+        """The sample's ground truth: from the dataset's JSON and PNG folder, else embedded in the shard."""
+        if truth is not None:
+            ref = truth.lookup(sample.key)
+            if ref is None:
+                return None
+            found = Truth(ref.rank, ref.image_id, segments=list(ref.segments_info), size=ref.size)
+            try:
+                found.ids = decode_ids(storage.read_bytes(ref.png_uri, self.config.storage_options))
+            except FileNotFoundError:
+                found.error = f"ground-truth PNG {ref.png_uri} of image {ref.image_id} does not exist"
+            except PNGError as error:
+                found.error = f"ground-truth PNG {ref.png_uri} of image {ref.image_id} is unreadable: {error}"
+            return found
+        if sample.panoptic_png is None:
+            return None
+        found = Truth(rank, sample.key, segments=(sample.metadata or {}).get("segments_info"))
+        if found.segments is None:
+            found.error = f"{sample.source}: ground-truth map without segments_info in its .json member"
+            return found
+        try:
+            found.ids = decode_ids(sample.panoptic_png)
+        except PNGError as error:
+            found.error = f"{sample.source}: ground-truth PNG is unreadable: {error}"
+        return found
 
     def _batches(self, decoded: Iterator[Decoded]) -> Iterator[list[Decoded]]:
         """Groups decoded samples into lists of ``batch_size``."""
@@ -164,36 +242,62 @@ class ShardWorker:
         pending: list[Future | dict] = []
         for item in batch:
             if item.image is None:
+                self._unevaluated += item.truth is not None
                 pending.append(error_row(item.sample.key, item.sample.source, item.status, item.error or "",
                                          self.segmenter.spec))
             else:
-                pending.append(self.encode_pool.submit(self._image_row, item, next(results), self._rank, partial))
-            self._rank += 1
+                pending.append(self.encode_pool.submit(self._image_row, item, next(results), partial))
         rows = [p.result() if isinstance(p, Future) else p for p in pending]
         timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - encode_started
         return rows
 
-    def _image_row(self, item: Decoded, result, rank: int, partial: PQPartial) -> dict:
+    def _image_row(self, item: Decoded, result, partial: PQPartial) -> dict:
         """The row of a labelled image: its id map as a PNG and its segments; its PQ partial is added."""
         id_map = result.id_map_numpy().astype(np.uint32)  # once: the PNG and the PQ match both take uint32
-        if item.sample.panoptic_png is not None:
-            image_partial = self._match_truth(item.sample, id_map, result.segments, rank)
-            with self._partial_lock:
-                partial += image_partial
+        status, error = STATUS_OK, None
+        if item.truth is not None:
+            try:
+                image_partial = self._match_truth(item.sample, item.truth, id_map, result.segments)
+                with self._partial_lock:
+                    partial += image_partial
+            except PQInputError as problem:
+                status, error = BAD_GROUND_TRUTH, str(problem)
+                with self._partial_lock:
+                    self._unevaluated += 1
         height, width = id_map.shape
         png = encode_ids(id_map)
-        return image_row(item.sample.key, item.sample.source, width, height, png, result.segments, self.segmenter.spec)
+        return image_row(item.sample.key, item.sample.source, width, height, png, result.segments,
+                         self.segmenter.spec, status, error)
 
-    def _match_truth(self, sample: Sample, id_map: np.ndarray, segments: list[dict], rank: int) -> PQPartial:
-        """Matches a prediction to the sample's embedded ground truth (panopticapi's rules)."""
-        gt_segments = (sample.metadata or {}).get("segments_info")
-        if gt_segments is None:
-            raise PQInputError(f"{sample.source}: ground-truth map without segments_info in its .json member")
-        gt_ids = decode_ids(sample.panoptic_png)
-        return match_image(sample.source, gt_ids, gt_segments, id_map, segments,
-                           self.segmenter.categories, rank)
+    def _match_truth(self, sample: Sample, truth: Truth, id_map: np.ndarray, segments: list[dict]) -> PQPartial:
+        """Matches a prediction to its ground truth with panopticapi's rules.
+
+        Raises:
+            PQInputError: the ground truth is missing, unreadable, of another size, or inconsistent; the message
+                names the image and what is wrong.
+        """
+        if truth.error is not None:
+            raise PQInputError(truth.error)
+        if truth.size is not None and truth.ids.shape != tuple(truth.size):
+            raise PQInputError(
+                f"Image {truth.image_id}: gt PNG is {truth.ids.shape[1]}x{truth.ids.shape[0]} but the images list "
+                f"says {truth.size[1]}x{truth.size[0]} (width x height)")
+        return match_image(truth.image_id, truth.ids, truth.segments, id_map, segments, self.segmenter.categories,
+                           truth.rank)
 
     def close(self) -> None:
         """Stops the thread pools."""
         self.decode_pool.shutdown()
         self.encode_pool.shutdown()
+
+
+def shard_stats(rows: list[dict], unevaluated: int = 0) -> dict:
+    """A shard's summable statistics: label statistics of its rows, and the count of images whose ground truth
+    could not be used."""
+    stats = LabelStats()
+    for row in rows:
+        if row["panoptic_png"] is None:
+            stats.add_failure(row["status"])
+        else:
+            stats.add_image(row["width"], row["height"], row["segments"], row["status"])
+    return {"version": STATS_VERSION, "stats": stats.to_json(), "truth_unevaluated": unevaluated}

@@ -67,3 +67,6 @@ def test_overwrite_replaces_the_manifest_and_drops_the_old_markers(output):
     assert claim_output(output, {"model": "other"}, overwrite=True) == "overwritten"
     assert committed_shards(output) == set()
     assert claim_output(output, {"model": "other"}) == "resumed"
+    commit_shard(output, "a", b"x", rows=1)
+    assert claim_output(output, {"model": "other"}, overwrite=True) == "overwritten"  # the same job, started over
+    assert committed_shards(output) == set()

@@ -97,8 +97,11 @@ def test_the_cli_refuses_another_jobs_output_and_dry_runs_write_nothing(ray_with
     assert not (tmp_path / "labels").exists()
     assert label.main(["--input", corpus, "--output", output, "--max-shards", "1", "--actors", "1",
                        "--gpus-per-actor", "0", "--cpus-per-actor", "0.5", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert label.main(["--input", corpus, "--output", output, "--score-threshold", "0.5"]) == 2
+    assert "['model_options'] differ" in capsys.readouterr().err
     assert label.main(["--input", corpus, "--output", output, "--model", "hf:some/other"]) == 2
-    assert "differ" in capsys.readouterr().err
+    assert "not cached and the hub does not answer" in capsys.readouterr().err
     assert label.main(["--input", corpus, "--output", output, "--model", "nonsense"]) == 2
 
 

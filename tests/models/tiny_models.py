@@ -13,8 +13,8 @@ FAMILIES = ("detr", "maskformer", "mask2former", "oneformer", "eomt")
 SMALL_PROCESSOR = {"do_resize": True, "size": {"shortest_edge": 64, "longest_edge": 96}, "do_normalize": True}
 
 
-def _labels() -> dict:
-    names = [c.name for c in demo_categories()]
+def _labels(names=None) -> dict:
+    names = list(names) if names is not None else [c.name for c in demo_categories()]
     return {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
 
 
@@ -36,23 +36,28 @@ def _swin():
     )
 
 
-def build_tiny_model(family: str) -> torch.nn.Module:
-    """A real architecture of ``family`` with a tiny config and random weights (seeded)."""
+def build_tiny_model(family: str, labels=None) -> torch.nn.Module:
+    """A real architecture of ``family`` with a tiny config and random weights (seeded).
+
+    ``labels``: the label names, in label order; default the demo's five COCO classes.
+    """
     import transformers as T
+
+    label_config = _labels(labels)
 
     torch.manual_seed(0)
     detr_sizes = dict(encoder_layers=1, decoder_layers=1, encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=10)
     if family == "detr":
         config = T.DetrConfig(
             use_timm_backbone=False, backbone_config=_resnet(), use_pretrained_backbone=False, d_model=64,
-            encoder_attention_heads=8, decoder_attention_heads=8, **detr_sizes, **_labels(),
+            encoder_attention_heads=8, decoder_attention_heads=8, **detr_sizes, **label_config,
         )
         return T.DetrForSegmentation(config)
     if family == "maskformer":
         decoder = dict(model_type="detr", d_model=32, encoder_attention_heads=2, decoder_attention_heads=2, **detr_sizes)
         config = T.MaskFormerConfig(
             backbone_config=_swin(), decoder_config=decoder, fpn_feature_size=32, mask_feature_size=32,
-            num_queries=10, **_labels(),
+            num_queries=10, **label_config,
         )
         return T.MaskFormerForInstanceSegmentation(config)
     common = dict(encoder_feedforward_dim=64, dim_feedforward=64, num_attention_heads=2, encoder_layers=1,
@@ -60,19 +65,19 @@ def build_tiny_model(family: str) -> torch.nn.Module:
     if family == "mask2former":
         config = T.Mask2FormerConfig(
             backbone_config=_swin(), use_pretrained_backbone=False, hidden_dim=32, mask_feature_size=32,
-            feature_size=32, **common, **_labels(),
+            feature_size=32, **common, **label_config,
         )
         return T.Mask2FormerForUniversalSegmentation(config)
     if family == "oneformer":
         config = T.OneFormerConfig(
             backbone_config=_swin(), hidden_dim=32, mask_dim=32, conv_dim=32, text_encoder_width=32,
             text_encoder_num_layers=1, text_encoder_context_length=16, text_encoder_vocab_size=64, task_seq_len=16,
-            max_seq_len=16, is_training=False, **common, **_labels(),
+            max_seq_len=16, is_training=False, **common, **label_config,
         )
         return T.OneFormerForUniversalSegmentation(config)
     config = T.EomtConfig(
         hidden_size=64, num_hidden_layers=4, num_attention_heads=2, intermediate_size=128, image_size=64,
-        patch_size=16, num_blocks=2, num_queries=10, **_labels(),
+        patch_size=16, num_blocks=2, num_queries=10, **label_config,
     )
     return T.EomtForUniversalSegmentation(config)
 
@@ -88,9 +93,9 @@ def save_tokenizer(folder: Path) -> None:
     PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(folder)
 
 
-def save_tiny_model(family: str, folder: Path) -> Path:
+def save_tiny_model(family: str, folder: Path, labels=None) -> Path:
     """Saves a tiny model with ``save_pretrained`` plus a small image-processor config (and tokenizer)."""
-    build_tiny_model(family).save_pretrained(folder)
+    build_tiny_model(family, labels).save_pretrained(folder)
     processor = dict(SMALL_PROCESSOR)
     if family == "eomt":
         processor.update(size={"shortest_edge": 64, "longest_edge": 64}, do_pad=True)

@@ -1,0 +1,152 @@
+"""Ground truth in the actor: a COCO panoptic dataset's PNGs read beside the images; broken ground truth becomes
+a ``bad_ground_truth`` row that keeps its prediction, and the shard is committed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from segcore.io.commit import Output, committed_shards
+from segcore.io.shards import list_shards
+from segcore.io.truth import load_ground_truth
+from segcore.models.registry import ModelOptions
+from segcore.runtime.labeling import shard_truth
+from segcore.runtime.worker import BAD_GROUND_TRUTH, ShardWorker, WorkerConfig
+
+SAMPLE = Path(__file__).parents[1] / "data" / "coco_panoptic_sample"
+GOOD, OTHER = "000000142238", "000000439180"
+
+
+@pytest.fixture
+def dataset(tmp_path) -> tuple[Path, Path]:
+    """The COCO sample with four extra copies of one image, each with one ground-truth fault."""
+    images, truth = tmp_path / "images", tmp_path / "gt"
+    images.mkdir()
+    truth.mkdir()
+    document = json.loads((SAMPLE / "panoptic_examples.json").read_text())
+    base_image = next(i for i in document["images"] if i["file_name"] == f"{GOOD}.jpg")
+    base = next(a for a in document["annotations"] if a["file_name"] == f"{GOOD}.png")
+    for stem in (GOOD, OTHER):
+        shutil.copy(SAMPLE / "input_images" / f"{stem}.jpg", images / f"{stem}.jpg")
+        shutil.copy(SAMPLE / "panoptic_examples" / f"{stem}.png", truth / f"{stem}.png")
+    faults = {
+        "missing_png": {},
+        "unknown_category": {"segments_info": [{**base["segments_info"][0], "category_id": 9999},
+                                               *base["segments_info"][1:]]},
+        "wrong_size": {"height": base_image["height"] + 1},
+        "unlisted_id": {"segments_info": base["segments_info"][1:]},
+    }
+    for offset, (name, change) in enumerate(faults.items(), start=1):
+        shutil.copy(SAMPLE / "input_images" / f"{GOOD}.jpg", images / f"{name}.jpg")
+        if name != "missing_png":
+            shutil.copy(SAMPLE / "panoptic_examples" / f"{GOOD}.png", truth / f"{name}.png")
+        image_id = base_image["id"] + offset
+        image = {**base_image, "id": image_id, "file_name": f"{name}.jpg"}
+        image.update({k: v for k, v in change.items() if k == "height"})
+        annotation = {**base, "image_id": image_id, "file_name": f"{name}.png"}
+        annotation.update({k: v for k, v in change.items() if k == "segments_info"})
+        document["images"].append(image)
+        document["annotations"].append(annotation)
+    (tmp_path / "gt.json").write_text(json.dumps(document))
+    return images, tmp_path / "gt.json"
+
+
+def test_broken_ground_truth_becomes_rows_that_name_the_image_and_the_shard_is_committed(dataset, tmp_path):
+    images, gt_json = dataset
+    truth = load_ground_truth(str(gt_json), str(gt_json.parent / "gt"))
+    (spec,) = list_shards(str(images), shard_size=10)
+    out = tmp_path / "labels"
+    worker = ShardWorker(WorkerConfig(output=str(out), model="demo", model_options=ModelOptions(device="cpu"),
+                                      batch_size=4, decode_threads=2, encode_threads=2, categories=truth.categories))
+    try:
+        summary = worker.label_shard(spec, 0, shard_truth(truth, spec))
+    finally:
+        worker.close()
+    output = Output.open(str(out))
+    assert committed_shards(output) == {spec.shard_id}
+    rows = {r["image_id"]: r for r in pq.read_table(output.data_path(spec.shard_id)).to_pylist()}
+    assert len(rows) == 6 and summary["errors"] == 4
+    assert rows[GOOD]["status"] == rows[OTHER]["status"] == "ok"
+    reasons = {
+        "missing_png": "missing_png.png of image 142239 does not exist",
+        "unknown_category": "unknown category_id 9999",
+        "wrong_size": "the images list says 640x428",
+        "unlisted_id": "is in the gt PNG but not in its segments_info",
+    }
+    for name, reason in reasons.items():
+        row = rows[name]
+        assert row["status"] == BAD_GROUND_TRUTH and reason in row["error"], (name, row["error"])
+        assert row["panoptic_png"] is not None and row["width"] == 640  # the prediction is kept
+    errors = [json.loads(line) for line in Path(output.errors_path(spec.shard_id)).read_text().splitlines()]
+    assert sorted(e["image_id"] for e in errors) == sorted(reasons)
+    assert json.loads(Path(output.partials_path(spec.shard_id)).read_text())["images"] == 2
+    stats = json.loads(Path(output.stats_path(spec.shard_id)).read_text())
+    assert stats["truth_unevaluated"] == 4 and stats["stats"]["statuses"] == {"ok": 2, BAD_GROUND_TRUTH: 4}
+
+
+def test_ground_truth_is_found_by_file_name_and_ranked_by_json_order(dataset):
+    _, gt_json = dataset
+    truth = load_ground_truth(str(gt_json))
+    assert truth.folder.endswith("/gt")
+    assert truth.lookup(GOOD).rank == 0 and truth.lookup(OTHER).rank == 1
+    assert truth.lookup(f"sub/folder/{OTHER}").image_id == 439180  # images in sub-folders match by base name
+    assert truth.lookup("not-there") is None
+    assert truth.lookup("wrong_size").size == (428, 640)
+
+
+def test_a_ground_truth_json_that_is_not_coco_panoptic_is_refused_by_name(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"images": []}))
+    with pytest.raises(ValueError, match="bad.json"):
+        load_ground_truth(str(bad))
+    with pytest.raises(FileNotFoundError, match="absent.json"):
+        load_ground_truth(str(tmp_path / "absent.json"))
+
+
+def test_tar_samples_find_their_ground_truth_by_key_and_rank_in_json_order(tmp_path):
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    from segcore.metrics.pq import PQPartial
+    from segcore.png import encode_ids
+    from segcore.synthetic import demo_categories, make_demo_sample
+
+    (tmp_path / "gt").mkdir()
+    annotations, images = [], []
+    with tarfile.open(tmp_path / "demo-00000.tar", "w") as archive:
+        for index in range(4):
+            image, id_map, segments = make_demo_sample(3, index)
+            data = io.BytesIO()
+            Image.fromarray(image).save(data, "PNG")
+            info = tarfile.TarInfo(f"img{index}.png")
+            info.size = len(data.getvalue())
+            archive.addfile(info, io.BytesIO(data.getvalue()))
+            (tmp_path / "gt" / f"img{index}.png").write_bytes(encode_ids(id_map))
+            images.append({"id": 100 + index, "file_name": f"img{index}.png", "height": image.shape[0],
+                           "width": image.shape[1]})
+            annotations.append({"image_id": 100 + index, "file_name": f"img{index}.png", "segments_info": segments})
+    document = {"images": images, "annotations": annotations[::-1], "categories": demo_categories().to_coco()}
+    (tmp_path / "gt.json").write_text(json.dumps(document))  # JSON order: img3, img2, img1, img0
+    truth = load_ground_truth(str(tmp_path / "gt.json"))
+    (spec,) = list_shards(str(tmp_path / "demo-00000.tar"), shard_size=10)
+    out = tmp_path / "labels"
+    worker = ShardWorker(WorkerConfig(output=str(out), model="demo", model_options=ModelOptions(device="cpu"),
+                                      categories=truth.categories))
+    try:
+        worker.label_shard(spec, 5, shard_truth(truth, spec))
+    finally:
+        worker.close()
+    partial = PQPartial.from_json(json.loads(Path(Output.open(str(out)).partials_path(spec.shard_id)).read_text()))
+    assert partial.images == 4
+    ranks_by_image = {}
+    for rank, gt_id, *_ in partial.matches:
+        ranks_by_image.setdefault(rank, set()).add(gt_id)
+    assert set(ranks_by_image) <= {0, 1, 2, 3} and len(ranks_by_image) >= 3  # the JSON's ranks, not the shard's
+    for rank, gt_ids in ranks_by_image.items():  # each rank's matched gt ids belong to that JSON annotation
+        assert gt_ids <= {segment["id"] for segment in document["annotations"][rank]["segments_info"]}

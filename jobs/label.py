@@ -12,6 +12,7 @@ import logging
 import sys
 
 from segcore.io.commit import ManifestMismatch
+from segcore.io.lock import JobLocked
 from segcore.models.registry import ModelOptions, describe_specs
 from segcore.runtime.labeling import LabelJobConfig, summary_lines
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from(args)
         result = run_label_job(config)
-    except (ValueError, ManifestMismatch, FileNotFoundError) as error:
+    except (ValueError, ManifestMismatch, FileNotFoundError, JobLocked) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print("\n".join(summary_lines(result)))

@@ -30,7 +30,8 @@ def decode_rgb(data: bytes, where: str, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     Args:
         data: the file's bytes.
         where: the image's source, for messages.
-        max_pixels: the largest width * height accepted.
+        max_pixels: the largest width * height accepted (Pillow's own guard, ``2 * Image.MAX_IMAGE_PIXELS``,
+            still refuses anything larger than that).
 
     Returns:
         the image.  # (H, W, 3) uint8
@@ -47,8 +48,9 @@ def decode_rgb(data: bytes, where: str, max_pixels: int = DEFAULT_MAX_PIXELS) ->
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as error:
         raise ImageDecodeError("not_an_image", f"{where}: not an image Pillow can identify") from error
-    except Image.DecompressionBombError as error:
-        raise ImageDecodeError("too_large", f"{where}: {error}") from error
+    except Image.DecompressionBombError as error:  # Pillow's own guard (2 x MAX_IMAGE_PIXELS) fires in open()
+        raise ImageDecodeError("too_large", f"{where}: refused before decoding, above the limit of {max_pixels} "
+                                            f"pixels ({error})") from error
     width, height = image.size
     if width * height > max_pixels:
         raise ImageDecodeError(

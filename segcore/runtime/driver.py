@@ -74,16 +74,28 @@ def run_label_job(config) -> dict:
         (seconds per stage summed over shards), "shards" (per committed shard: shard_id, started and seconds,
         started counted from the job's start), "claim", "categories"}``.
     """
-    import time
-
-    from segcore.runtime.labeling import plan, shard_truth
+    from segcore.runtime.labeling import plan
 
     job = plan(config)
+    try:
+        return _label(config, job)
+    finally:
+        if job.lock is not None:
+            job.lock.release()
+
+
+def _label(config, job) -> dict:
+    """Runs a planned job's pending shards on an actor pool; the output's lock is held by the caller."""
+    import time
+
+    from segcore.runtime.labeling import shard_truth
+
     started = time.perf_counter()
     result = {"done": 0, "skipped": len(job.shards) - len(job.pending), "failed": {}, "images": 0, "errors": 0,
               "seconds": 0.0, "stages": {}, "shards": [], "claim": job.claim, "categories": job.categories}
     if config.dry_run or not job.pending:
         return result
+    job.lock.start_heartbeat()
     init_ray()
     import ray
 

@@ -14,6 +14,7 @@ from typing import Mapping
 from segcore.categories import Categories, coco_panoptic_categories
 from segcore.io.commit import Output, claim_output, committed_shards
 from segcore.io.images import DEFAULT_MAX_PIXELS
+from segcore.io.lock import JobLock, acquire
 from segcore.io.shards import ShardSpec, list_shards
 from segcore.io.truth import GroundTruth, load_ground_truth
 from segcore.models.registry import ModelOptions, check_spec, model_label_map
@@ -148,6 +149,7 @@ class Plan:
         claim: "created", "resumed", "overwritten" or "dry-run".
         categories: the job's dataset categories (the ground truth's when given).
         truth: the ground truth, indexed by image key, or None.
+        lock: the output's lock, held until the job calls ``release`` (None for a dry run).
     """
 
     shards: list[ShardSpec]
@@ -155,6 +157,7 @@ class Plan:
     claim: str
     categories: Categories
     truth: GroundTruth | None = None
+    lock: JobLock | None = None
 
 
 def plan(config: LabelJobConfig) -> Plan:
@@ -166,6 +169,7 @@ def plan(config: LabelJobConfig) -> Plan:
             labels that do not map onto the job's categories.
         FileNotFoundError: the ground-truth JSON does not exist.
         segcore.io.commit.ManifestMismatch: the output holds another job and ``overwrite`` is False.
+        segcore.io.lock.JobLocked: another job is running on the output.
     """
     validate(config)
     truth = load_ground_truth(config.gt, config.gt_dir, config.storage_options) if config.gt else None
@@ -176,14 +180,22 @@ def plan(config: LabelJobConfig) -> Plan:
         _report_coverage(truth, shards)
     output = Output.open(config.output, config.storage_options)
     manifest = manifest_of(config, shards, categories, label_map)
-    claim = "dry-run" if config.dry_run else claim_output(output, manifest, config.overwrite)
+    if config.dry_run:
+        claim, lock = "dry-run", None
+    else:
+        lock = acquire(output)
+        try:
+            claim = claim_output(output, manifest, config.overwrite)
+        except BaseException:
+            lock.release()
+            raise
     done = committed_shards(output) if claim != "overwritten" else set()
     pending = [s for s in shards if s.shard_id not in done]
     if config.max_shards is not None:
         pending = pending[: config.max_shards]
     logger.info("%d shards, %d committed, %d to do (%s)", len(shards), len(shards) - len(pending), len(pending),
                 claim)
-    return Plan(shards, pending, claim, categories, truth)
+    return Plan(shards, pending, claim, categories, truth, lock)
 
 
 def _report_coverage(truth: GroundTruth, shards: list[ShardSpec]) -> None:

@@ -11,6 +11,7 @@ from segcore.io.commit import Output, committed_shards, read_marker
 from segcore.png import decode_ids
 from segcore.runtime.driver import run_label_job
 from segcore.runtime.labeling import LabelJobConfig
+from segcore.runtime.verify import verify_output
 from segcore.models.registry import ModelOptions
 from segcore.synthetic import write_demo_shards
 
@@ -57,6 +58,8 @@ def test_shards_are_labelled_once_and_a_rerun_does_nothing(ray_with_gpus, corpus
         check_rows(output, shard_id, 5)
     again = run_label_job(config)
     assert again["done"] == 0 and again["skipped"] == 3 and again["claim"] == "resumed"
+    report = verify_output(config.output)
+    assert report.problems == [] and report.images == 15
 
 
 def test_max_shards_then_resume_finishes_the_rest(ray_with_gpus, corpus, tmp_path):
@@ -89,6 +92,8 @@ def test_s3_shards_to_s3_output(ray_with_gpus, corpus, s3_bucket):
     assert committed_shards(output) == {"corpus-00000", "corpus-00001", "corpus-00002"}
     table = pd.read_parquet(f"{bucket}/labels/shards/corpus-00001.parquet", storage_options=storage_options)
     assert len(table) == 5 and set(table["status"]) == {"ok"}
+    report = verify_output(f"{bucket}/labels", storage_options)
+    assert report.problems == [] and report.images == 15 and set(report.shards.values()) == {"committed"}
 
 
 def test_the_cli_refuses_another_jobs_output_and_dry_runs_write_nothing(ray_with_gpus, corpus, tmp_path, capsys):
@@ -171,3 +176,31 @@ def test_jobs_evaluate_reduces_an_output_alone(ray_with_gpus, corpus, tmp_path, 
     assert json.loads((tmp_path / "labels" / "metrics.json").read_text())["pq"]["All"] == expected["pq"]["All"]
     assert evaluate_job.main(["--output", str(tmp_path / "nothing")]) == 2
     assert "manifest.json" in capsys.readouterr().err
+
+
+def test_a_second_job_on_a_running_jobs_output_is_refused(corpus, tmp_path, capsys):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from segcore.io.lock import LOCK
+
+    out = tmp_path / "labels"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "disabled"}
+    first = subprocess.Popen([sys.executable, "-m", "jobs.label", "--input", corpus, "--output", str(out),
+                              "--actors", "1", "--gpus-per-actor", "0", "--device", "cpu"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / LOCK).exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (out / LOCK).exists(), "the first job never took the lock"
+        assert label.main(["--input", corpus, "--output", str(out), "--overwrite"]) == 2
+        assert "one is running there" in capsys.readouterr().err
+        assert first.wait(timeout=300) == 0, first.stdout.read()[-3000:]
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert not (out / LOCK).exists()
+    assert committed_shards(Output.open(str(out))) == {"corpus-00000", "corpus-00001", "corpus-00002"}

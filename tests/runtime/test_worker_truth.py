@@ -39,14 +39,18 @@ def dataset(tmp_path) -> tuple[Path, Path]:
                                                *base["segments_info"][1:]]},
         "wrong_size": {"height": base_image["height"] + 1},
         "unlisted_id": {"segments_info": base["segments_info"][1:]},
+        "png_of_other_size": {},
     }
     for offset, (name, change) in enumerate(faults.items(), start=1):
         shutil.copy(SAMPLE / "input_images" / f"{GOOD}.jpg", images / f"{name}.jpg")
         if name != "missing_png":
-            shutil.copy(SAMPLE / "panoptic_examples" / f"{GOOD}.png", truth / f"{name}.png")
+            source = OTHER if name == "png_of_other_size" else GOOD
+            shutil.copy(SAMPLE / "panoptic_examples" / f"{source}.png", truth / f"{name}.png")
         image_id = base_image["id"] + offset
         image = {**base_image, "id": image_id, "file_name": f"{name}.jpg"}
         image.update({k: v for k, v in change.items() if k == "height"})
+        if name == "png_of_other_size":
+            image.pop("height")  # no size in the images list: only the PNG and the image can disagree
         annotation = {**base, "image_id": image_id, "file_name": f"{name}.png"}
         annotation.update({k: v for k, v in change.items() if k == "segments_info"})
         document["images"].append(image)
@@ -69,13 +73,14 @@ def test_broken_ground_truth_becomes_rows_that_name_the_image_and_the_shard_is_c
     output = Output.open(str(out))
     assert committed_shards(output) == {spec.shard_id}
     rows = {r["image_id"]: r for r in pq.read_table(output.data_path(spec.shard_id)).to_pylist()}
-    assert len(rows) == 6 and summary["errors"] == 4
+    assert len(rows) == 7 and summary["errors"] == 5
     assert rows[GOOD]["status"] == rows[OTHER]["status"] == "ok"
     reasons = {
         "missing_png": "missing_png.png of image 142239 does not exist",
         "unknown_category": "unknown category_id 9999",
         "wrong_size": "the images list says 640x428",
         "unlisted_id": "is in the gt PNG but not in its segments_info",
+        "png_of_other_size": "gt map is 640x360 but the prediction is 640x427",
     }
     for name, reason in reasons.items():
         row = rows[name]
@@ -85,7 +90,7 @@ def test_broken_ground_truth_becomes_rows_that_name_the_image_and_the_shard_is_c
     assert sorted(e["image_id"] for e in errors) == sorted(reasons)
     assert json.loads(Path(output.partials_path(spec.shard_id)).read_text())["images"] == 2
     stats = json.loads(Path(output.stats_path(spec.shard_id)).read_text())
-    assert stats["truth_unevaluated"] == 4 and stats["stats"]["statuses"] == {"ok": 2, BAD_GROUND_TRUTH: 4}
+    assert stats["truth_unevaluated"] == 5 and stats["stats"]["statuses"] == {"ok": 2, BAD_GROUND_TRUTH: 5}
 
 
 def test_ground_truth_is_found_by_file_name_and_ranked_by_json_order(dataset):

@@ -9,14 +9,15 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import label
+from jobs import evaluate as evaluate_job
+from jobs import export, label
 from segcore.categories import coco_panoptic_categories
 from segcore.io.commit import MANIFEST, Output, committed_shards
 from segcore.png import decode_ids
-from segcore.runtime.evaluation import EvaluationConfig, evaluate
 from segcore.synthetic import write_demo_shards
 from tiny_models import save_tiny_model
 
@@ -42,21 +43,6 @@ def coco_model(tmp_path_factory) -> Path:
     return save_tiny_model("mask2former", tmp_path_factory.mktemp("models") / "coco", labels=names)
 
 
-def coco_predictions(output: Output, gt_document: dict, dest: Path) -> Path:
-    """The job's predictions in COCO panoptic form (JSON + PNG folder), image ids from the ground truth."""
-    ids = {Path(image["file_name"]).stem: image["id"] for image in gt_document["images"]}
-    (dest / "pred").mkdir(parents=True)
-    annotations = []
-    for shard_id in sorted(committed_shards(output)):
-        for row in pd.read_parquet(output.data_path(shard_id)).to_dict("records"):
-            (dest / "pred" / f"{row['image_id']}.png").write_bytes(row["panoptic_png"])
-            segments = [{"id": int(s["id"]), "category_id": int(s["category_id"])} for s in row["segments"]]
-            annotations.append({"image_id": ids[row["image_id"]], "file_name": f"{row['image_id']}.png",
-                                "segments_info": segments})
-    (dest / "pred.json").write_text(json.dumps({"annotations": annotations}))
-    return dest / "pred.json"
-
-
 def test_a_coco_dataset_with_gt_gives_the_standalone_evaluators_metrics(ray_with_gpus, coco_model, tmp_path):
     out = tmp_path / "labels"
     code = label.main(["--input", str(SAMPLE / "input_images"), "--output", str(out), "--model", f"hf:{coco_model}",
@@ -70,10 +56,13 @@ def test_a_coco_dataset_with_gt_gives_the_standalone_evaluators_metrics(ray_with
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == 2 and metrics["truth_unevaluated"] == 0
     assert metrics["stats"]["segments"] > 0  # random weights, threshold 0: the maps are not empty
-    gt_document = json.loads(GT_JSON.read_text())
-    pred_json = coco_predictions(output, gt_document, tmp_path / "coco")
-    standalone = evaluate(EvaluationConfig(str(GT_JSON), str(pred_json), gt_dir=str(SAMPLE / "panoptic_examples")))
-    standalone = json.loads(json.dumps(standalone))  # metrics.json's form: integer keys become strings
+    pred_json = tmp_path / "export" / "predictions.json"
+    assert export.main(["--output", str(out), "--coco-json", str(pred_json)]) == 0
+    exported = json.loads(pred_json.read_text())
+    assert sorted(a["image_id"] for a in exported["annotations"]) == [142238, 439180]  # the gt JSON's ids
+    assert evaluate_job.main(["--gt-json", str(GT_JSON), "--gt-dir", str(SAMPLE / "panoptic_examples"),
+                              "--pred-json", str(pred_json), "--out", str(tmp_path / "standalone.json")]) == 0
+    standalone = json.loads((tmp_path / "standalone.json").read_text())
     for key in ("pq", "pq_exact", "per_class_counts", "images"):
         assert metrics[key] == standalone[key], key
     fp = sum(counts["fp"] for counts in metrics["per_class_counts"].values())
@@ -120,6 +109,15 @@ def test_without_ground_truth_the_reduce_writes_the_corpus_label_statistics(ray_
     total = int((labelled["width"] * labelled["height"]).sum())
     assert stats["pixels"] == total and stats["unlabelled_fraction"] == unlabelled / total
     assert "## Label statistics" in (out / "report.md").read_text()
+    pred_json = tmp_path / "export" / "predictions.json"
+    assert export.main(["--output", str(out), "--coco-json", str(pred_json)]) == 0
+    assert "1 rows without a map left out" in capsys.readouterr().out
+    exported = json.loads(pred_json.read_text())
+    assert sorted(i["id"] for i in exported["images"]) == [142238, 439180]  # from the zero-padded keys
+    for annotation in exported["annotations"]:
+        ids = decode_ids((tmp_path / "export" / "predictions" / annotation["file_name"]).read_bytes())
+        assert set(np.unique(ids).tolist()) - {0} == {s["id"] for s in annotation["segments_info"]}
+    assert export.main(["--output", str(tmp_path / "nothing"), "--coco-json", str(pred_json)]) == 2
 
 
 def test_credentials_never_appear_in_logs_or_outputs(ray_with_gpus, s3_server, tmp_path, caplog, capsys):

@@ -25,6 +25,7 @@ from segcore.io.commit import Output, committed_shards, read_marker
 from segcore.models.registry import ModelOptions
 from segcore.runtime.driver import reduce_job, run_label_job
 from segcore.runtime.labeling import LabelJobConfig
+from segcore.runtime.verify import verify_output
 from segcore.synthetic import write_demo_shards
 
 pytestmark = [
@@ -253,6 +254,7 @@ def test_a_killed_driver_is_rerun_and_labels_only_the_missing_shards(reference, 
     assert {path: path.stat().st_mtime_ns for path in kept} == kept  # committed before the kill: not rewritten
     check_committed_once(output_dir)
     check_metrics_equal(output_dir, reference)
+    assert verify_output(str(output_dir)).problems == []
 
 
 # ---- an actor killed in the middle of a shard
@@ -301,3 +303,4 @@ def test_an_actor_killed_mid_shard_is_restarted_and_the_shard_redone(reference, 
     check_committed_once(output_dir)
     assert reduce_job(config) is not None
     check_metrics_equal(output_dir, reference)
+    assert verify_output(str(output_dir)).problems == []

@@ -10,6 +10,9 @@ Layout under ``--output`` (any fsspec URI)::
     _done/<shard_id>              written last: the shard is committed iff this exists
 
 No rename is assumed (object stores have none). A shard without a marker is redone from scratch, overwriting.
+A whole write is idempotent, so one failing with a transient storage error is retried (``segcore.io.retry``); the
+marker is written only after every other file of the shard, and a write that fails for good raises, so nothing
+is marked.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Mapping
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+from segcore.io.retry import RetryPolicy, call_with_retries
 
 MANIFEST = "manifest.json"
 VOLATILE_MANIFEST_KEYS = ("created", "code_version")  # may differ between a run and its rerun
@@ -63,11 +68,22 @@ class Output:
         return self.path("_done", shard_id)
 
 
-def write_whole(output: Output, path: str, data: bytes) -> None:
-    """Writes ``data`` in one call under its final name (one PUT on object stores)."""
-    if isinstance(output.fs, LocalFileSystem):
-        output.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    output.fs.pipe_file(path, data)
+def write_whole(output: Output, path: str, data: bytes, retry: RetryPolicy | None = None) -> None:
+    """Writes ``data`` in one call under its final name (one PUT on object stores), retried on transient errors.
+
+    Args:
+        retry: attempts and backoff; None: ``RetryPolicy.from_env()``.
+
+    Raises:
+        segcore.io.retry.RetriesExhausted: every attempt failed with a transient error.
+        OSError: a permanent storage error (permissions, ...), at once.
+    """
+    def write() -> None:
+        if isinstance(output.fs, LocalFileSystem):
+            output.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        output.fs.pipe_file(path, data)
+
+    call_with_retries(write, f"write {output.fs.unstrip_protocol(path)}", retry)
 
 
 def create_only(output: Output, path: str, data: bytes) -> None:
@@ -92,19 +108,28 @@ def commit_shard(
     errors: bytes | None = None,
     partials: bytes | None = None,
     stats: bytes | None = None,
+    retry: RetryPolicy | None = None,
 ) -> dict:
     """Commits a shard: data file, then errors, PQ partials and statistics, then the marker, each written whole.
 
+    An errors, partials or statistics file this commit does not write is removed if one is there (from an
+    earlier attempt, or a job the output was overwritten from), so every file of the shard is this commit's.
+
     The marker records what it vouches for (row count, size and sha256 of the data file) so a verifier can check
-    the data file is the one committed. Returns the marker's content.
+    the data file is the one committed. Returns the marker's content. Each write is retried on transient errors
+    (``retry``; None: ``RetryPolicy.from_env()``).
+
+    Raises:
+        segcore.io.retry.RetriesExhausted, OSError: a write failed for good; the marker was not written.
     """
-    write_whole(output, output.data_path(shard_id), data)
-    if errors:
-        write_whole(output, output.errors_path(shard_id), errors)
-    if partials is not None:
-        write_whole(output, output.partials_path(shard_id), partials)
-    if stats is not None:
-        write_whole(output, output.stats_path(shard_id), stats)
+    retry = retry or RetryPolicy.from_env()
+    write_whole(output, output.data_path(shard_id), data, retry)
+    for content, path in ((errors or None, output.errors_path(shard_id)),
+                          (partials, output.partials_path(shard_id)), (stats, output.stats_path(shard_id))):
+        if content is not None:
+            write_whole(output, path, content, retry)
+        elif output.fs.exists(path):  # left by an earlier attempt or an overwritten job: it would mislead readers
+            output.fs.rm(path)
     marker = {
         "shard_id": shard_id,
         "rows": rows,
@@ -114,7 +139,7 @@ def commit_shard(
         "partials": partials is not None,
         "stats": stats is not None,
     }
-    write_whole(output, output.marker_path(shard_id), json.dumps(marker, sort_keys=True).encode())
+    write_whole(output, output.marker_path(shard_id), json.dumps(marker, sort_keys=True).encode(), retry)
     return marker
 
 

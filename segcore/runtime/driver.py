@@ -29,7 +29,8 @@ def init_ray(num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        # "local": a new instance, even when a `ray start` cluster runs on this machine (RAY_ADDRESS joins one)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
 def evaluate_on_ray(pairs: Sequence[ImagePair], config: EvaluationConfig, categories: Categories) -> pq.PQPartial:
@@ -86,8 +87,10 @@ def run_label_job(config) -> dict:
 
 def _label(config, job) -> dict:
     """Runs a planned job's pending shards on an actor pool; the output's lock is held by the caller."""
+    import heapq
     import time
 
+    from segcore.io.retry import RetryPolicy
     from segcore.runtime.labeling import shard_truth
 
     started = time.perf_counter()
@@ -104,16 +107,25 @@ def _label(config, job) -> dict:
     index_of = {spec.shard_id: index for index, spec in enumerate(job.shards)}
     attempts = {spec.shard_id: 0 for spec in job.pending}
     queue = list(reversed(job.pending))
-    while queue or pool.busy():
+    backoff = RetryPolicy.from_env()  # a failed shard waits before its retry, without holding up the others
+    waiting: list = []  # heap of (time it may be retried, shard index, spec)
+    while queue or waiting or pool.busy():
+        while waiting and waiting[0][0] <= time.monotonic():
+            queue.append(heapq.heappop(waiting)[2])
         while queue and pool.has_idle():
             spec = queue.pop()
             truth = shard_truth(job.truth, spec) if spec.kind == "folder" else whole_truth
             pool.submit(spec, index_of[spec.shard_id], truth)
+        if not pool.busy() and waiting and pool.has_idle():  # only shards backing off are left
+            time.sleep(max(0.0, waiting[0][0] - time.monotonic()))
+            continue
         if not pool.busy():  # shards left but every actor was given up
-            result["failed"].update({spec.shard_id: "no actor left" for spec in queue})
+            left = [*queue, *(spec for _, _, spec in waiting)]
+            result["failed"].update({spec.shard_id: "no actor left" for spec in left})
             break
-        finished = pool.next_finished()
-        if finished is None:  # an actor came back from a restart, or was given up
+        timeout = max(0.0, waiting[0][0] - time.monotonic()) if waiting and pool.has_idle() else None
+        finished = pool.next_finished(timeout)
+        if finished is None:  # an actor came back from a restart or was given up, or a retry is due
             continue
         spec, summary, error = finished
         if error is None:
@@ -121,8 +133,10 @@ def _label(config, job) -> dict:
         else:
             attempts[spec.shard_id] += 1
             if attempts[spec.shard_id] <= config.max_retries:
-                log.warning("shard %s failed (%s); retry %d", spec.shard_id, error, attempts[spec.shard_id])
-                queue.append(spec)
+                delay = backoff.delay(attempts[spec.shard_id])
+                log.warning("shard %s failed (%s); retry %d in %.1f s", spec.shard_id, error,
+                            attempts[spec.shard_id], delay)
+                heapq.heappush(waiting, (time.monotonic() + delay, index_of[spec.shard_id], spec))
             else:
                 result["failed"][spec.shard_id] = error
         _log_progress(result, len(job.pending), started)
@@ -200,18 +214,21 @@ class _ActorPool:
         actor = self.idle.pop()
         self.running[actor.label_shard.remote(spec, *args)] = (actor, spec)
 
-    def next_finished(self):
-        """Waits for one shard or restarted actor.
+    def next_finished(self, timeout: float | None = None):
+        """Waits for one shard or restarted actor, at most ``timeout`` seconds (None: as long as it takes).
 
         Returns:
             ``(spec, summary, None)``, ``(spec, None, error text)``, or None when an actor came back from a restart
-            (it is idle again) or was given up.
+            (it is idle again) or was given up, or the timeout passed.
         """
         import time
 
         import ray
 
-        (ref,), _ = ray.wait([*self.running, *self.restarting], num_returns=1)
+        ready, _ = ray.wait([*self.running, *self.restarting], num_returns=1, timeout=timeout)
+        if not ready:
+            return None
+        (ref,) = ready
         if ref in self.restarting:
             self._restarted(ref)
             return None

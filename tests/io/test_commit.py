@@ -70,3 +70,10 @@ def test_overwrite_replaces_the_manifest_and_drops_the_old_markers(output):
     commit_shard(output, "a", b"x", rows=1)
     assert claim_output(output, {"model": "other"}, overwrite=True) == "overwritten"  # the same job, started over
     assert committed_shards(output) == set()
+
+
+def test_a_recommit_removes_files_it_does_not_write(output):
+    commit_shard(output, "a", b"x", rows=1, errors=b'{"image_id": "bad"}\n', partials=b"{}", stats=b"{}")
+    marker = commit_shard(output, "a", b"y", rows=1, stats=b"{}")  # the shard redone: no errors, no ground truth
+    assert not output.fs.exists(output.errors_path("a")) and not output.fs.exists(output.partials_path("a"))
+    assert output.fs.exists(output.stats_path("a")) and not marker["errors"] and not marker["partials"]

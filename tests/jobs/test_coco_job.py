@@ -120,10 +120,13 @@ def test_without_ground_truth_the_reduce_writes_the_corpus_label_statistics(ray_
     assert export.main(["--output", str(tmp_path / "nothing"), "--coco-json", str(pred_json)]) == 2
 
 
-def test_credentials_never_appear_in_logs_or_outputs(ray_with_gpus, s3_server, tmp_path, caplog, capsys):
+def test_credentials_never_appear_in_logs_or_outputs(ray_with_gpus, s3_server, tmp_path, caplog, capsys,
+                                                     monkeypatch):
     import s3fs
 
     key, secret = "AKIASEGCORETESTKEY01", "never-log-this-secret-7f3a9c"
+    env_secret = "environment-secret-also-never-logged-91b2"
+    monkeypatch.setenv("AWS_SESSION_TOKEN", env_secret)  # credentials in the environment must not leak either
     options = {**s3_server, "key": key, "secret": secret}
     fs = s3fs.S3FileSystem(**options, skip_instance_cache=True)
     fs.mkdir("secrets")
@@ -144,6 +147,6 @@ def test_credentials_never_appear_in_logs_or_outputs(ray_with_gpus, s3_server, t
     for path in logs.rglob("*"):
         if path.is_file():
             texts[str(path)] = path.read_text(errors="replace")
-    leaks = [name for name, text in texts.items() if secret in text or key in text]
+    leaks = [name for name, text in texts.items() if secret in text or key in text or env_secret in text]
     assert leaks == []
     assert any("ShardWorker" in name or "worker" in name for name in texts)  # the actors' logs were read

@@ -24,6 +24,7 @@ import pytest
 from segcore.io.commit import Output, committed_shards, read_marker
 from segcore.models.registry import ModelOptions
 from segcore.runtime.driver import reduce_job, run_label_job
+from segcore.runtime.verify import verify_output
 from segcore.runtime.labeling import LabelJobConfig
 from segcore.synthetic import write_demo_shards
 
@@ -162,6 +163,8 @@ def reference(cluster, corpus, tmp_path_factory) -> dict:
     reduce_job(config)
     metrics = json.loads((Path(config.output) / "metrics.json").read_text())
     assert metrics["pq"]["All"]["n"] > 0
+    output = Output.open(config.output)
+    metrics["data_sha256"] = {s: read_marker(output, s)["data_sha256"] for s in committed_shards(output)}
     return metrics
 
 
@@ -248,3 +251,6 @@ def test_a_node_lost_mid_shard_moves_its_actor_and_shard_to_the_surviving_node(c
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["pq"] == reference["pq"]
     assert metrics["pq_exact"] == reference["pq_exact"]
+    output = Output.open(str(output_dir))  # the data files are byte-identical to the uninterrupted run's
+    assert {s: read_marker(output, s)["data_sha256"] for s in committed_shards(output)} == reference["data_sha256"]
+    assert verify_output(str(output_dir)).problems == []

@@ -18,6 +18,7 @@ from segcore.io.commit import Output, committed_shards, read_marker
 from segcore.models.registry import ModelOptions
 from segcore.runtime.driver import run_label_job
 from segcore.runtime.labeling import LabelJobConfig
+from segcore.runtime.verify import verify_output
 from segcore.synthetic import write_demo_shards
 from tests.faulty_s3 import Fault, FaultyS3Proxy
 
@@ -122,6 +123,7 @@ def test_transient_read_and_write_errors_change_nothing(reference, bucket, proxy
         assert puts(proxy, f"/shards/{shard_id}.parquet").count("200") == 1
     assert puts(proxy, "/_done/corpus-00002") == ["reset", "200"]
     assert shard_files(bucket, output, s3_server) == reference  # byte-identical Parquet, identical markers
+    assert verify_output(f"{bucket}/{output}", s3_server).problems == []
 
 
 def test_a_write_failing_for_good_leaves_its_shard_unmarked_and_failed(reference, bucket, proxy, s3_server):
@@ -140,3 +142,5 @@ def test_a_write_failing_for_good_leaves_its_shard_unmarked_and_failed(reference
     direct = Output.open(f"{bucket}/{output}", s3_server)
     assert not direct.fs.exists(direct.marker_path("corpus-00001"))
     assert not direct.fs.exists(direct.data_path("corpus-00001"))
+    report = verify_output(f"{bucket}/{output}", s3_server)
+    assert report.problems == []  # the committed shards are sound; the failed one is pending

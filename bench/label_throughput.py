@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         args.shards, args.images_per_shard, args.batch, args.repeats = 2, 2, 2, 1
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     source = corpus(args.corpus_root, args.shards, args.images_per_shard)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # driver.init_ray joins it
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # driver.init_ray joins it
     try:
         if not args.smoke:  # page cache, Ray's worker pool; actors are new in every job, so start-up stays in
             run(2, source, f"{args.out_root}/warmup", args)

@@ -54,7 +54,7 @@ def local_ray():
     """A local Ray instance with 2 CPUs, shut down after the module."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

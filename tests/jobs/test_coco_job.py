@@ -31,7 +31,7 @@ RUN_FLAGS = ["--actors", "2", "--gpus-per-actor", "1", "--cpus-per-actor", "0.5"
 def ray_with_gpus():
     import ray
 
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from segcore.categories import Categories, categories_from_json
 from segcore.io.commit import MANIFEST, Output, committed_shards, read_marker, write_whole
 from segcore.metrics.pq import PQPartial
+from segcore.metrics.semantic import Confusion, format_scores, semantic_scores
 from segcore.metrics.stats import LabelStats, format_summary, summary
 from segcore.runtime.evaluation import format_table, results_document
 
@@ -26,6 +27,7 @@ class Merged:
     stats: LabelStats = field(default_factory=LabelStats)
     pq: PQPartial = field(default_factory=PQPartial)
     truth_unevaluated: int = 0
+    semantic: Confusion | None = None
 
 
 def merged_partials(output: Output) -> Merged:
@@ -39,6 +41,12 @@ def merged_partials(output: Output) -> Merged:
             document = json.loads(output.fs.cat_file(output.stats_path(shard_id)))
             merged.stats += LabelStats.from_json(document["stats"])
             merged.truth_unevaluated += document["truth_unevaluated"]
+            if document.get("semantic") is not None:
+                confusion = Confusion.from_json(document["semantic"])
+                if merged.semantic is None:
+                    merged.semantic = confusion
+                else:
+                    merged.semantic += confusion
         if marker.get("partials"):
             merged.pq += PQPartial.from_json(json.loads(output.fs.cat_file(output.partials_path(shard_id))))
     return merged
@@ -55,7 +63,8 @@ def reduce_output(output: Output) -> dict:
 
     ``metrics.json`` holds ``"stats"`` (label statistics) always; with ground truth also panopticapi's dict
     under ``"pq"`` (plus ``pq_exact``, ``per_class_counts``, ``images``) and ``truth_unevaluated``, the count
-    of images with ground truth left out because the image or its ground truth was unusable (see errors/).
+    of images with ground truth left out because the image or its ground truth was unusable (see errors/), and
+    ``"semantic"``: mIoU, pixel accuracy, mean accuracy, fwIoU and per-class IoU from the summed confusion.
     """
     categories = job_categories_of(output)
     merged = merged_partials(output)
@@ -63,6 +72,8 @@ def reduce_output(output: Output) -> dict:
     if merged.pq.images:
         document.update(results_document(merged.pq, categories))
         document["truth_unevaluated"] = merged.truth_unevaluated
+    if merged.semantic is not None:
+        document["semantic"] = semantic_scores(merged.semantic, categories)
     write_whole(output, output.path("metrics.json"), json.dumps(document, indent=1).encode())
     write_whole(output, output.path("report.md"), report_markdown(document, categories).encode())
     if merged.pq.images:
@@ -80,5 +91,7 @@ def report_markdown(document: dict, categories: Categories) -> str:
             lines.append(f"{document['truth_unevaluated']} images with ground truth were left out: the image or "
                          "its ground truth was unusable (see errors/).")
         lines += ["", "```", format_table(document["pq"], categories, per_class=True), "```", ""]
+    if "semantic" in document:
+        lines += ["## Semantic segmentation", "", format_scores(document["semantic"]), ""]
     lines += ["## Label statistics", "", format_summary(document["stats"]), ""]
     return "\n".join(lines)

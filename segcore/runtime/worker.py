@@ -29,6 +29,7 @@ from segcore.io.shards import Sample, ShardSpec, read_shard
 from segcore.io.table import STATUS_OK, error_row, image_row, rows_to_table, table_to_parquet
 from segcore.io.truth import GroundTruth
 from segcore.metrics.pq import PQInputError, PQPartial, match_image
+from segcore.metrics.semantic import Confusion
 from segcore.metrics.stats import LabelStats
 from segcore.models.registry import ModelOptions, load_segmenter
 from segcore.png import PNGError, decode_ids, encode_ids
@@ -132,6 +133,7 @@ class ShardWorker:
         partial = PQPartial()
         self._unevaluated = 0  # images with ground truth left out of PQ (image or ground truth unusable)
         self._decode_seconds = 0.0
+        self._confusion = Confusion.for_categories(self.segmenter.categories)  # the semantic view of the shard
         for batch in self._batches(self._decoded(spec, shard_index, truth, timings)):
             for row in self._label_batch(batch, timings, partial):
                 rows.append(row)
@@ -141,7 +143,8 @@ class ShardWorker:
         data = table_to_parquet(rows_to_table(rows))
         error_lines = "".join(json.dumps(e) + "\n" for e in errors).encode()
         partials = json.dumps(partial.to_json()).encode() if partial.images else None
-        stats = json.dumps(shard_stats(rows, self._unevaluated)).encode()
+        confusion = self._confusion if self._confusion.matrix.any() else None
+        stats = json.dumps(shard_stats(rows, self._unevaluated, confusion)).encode()
         commit_shard(self.output, spec.shard_id, data, rows=len(rows), errors=error_lines or None, partials=partials,
                      stats=stats)
         timings["write"] = time.perf_counter() - write_started
@@ -258,8 +261,11 @@ class ShardWorker:
         if item.truth is not None:
             try:
                 image_partial = self._match_truth(item.sample, item.truth, id_map, result.segments)
+                confusion = Confusion(self._confusion.category_ids)
+                confusion.add_image(item.truth.ids, item.truth.segments, id_map, result.segments, item.sample.source)
                 with self._partial_lock:
                     partial += image_partial
+                    self._confusion += confusion
             except PQInputError as problem:
                 status, error = BAD_GROUND_TRUTH, str(problem)
                 with self._partial_lock:
@@ -291,13 +297,14 @@ class ShardWorker:
         self.encode_pool.shutdown()
 
 
-def shard_stats(rows: list[dict], unevaluated: int = 0) -> dict:
-    """A shard's summable statistics: label statistics of its rows, and the count of images whose ground truth
-    could not be used."""
+def shard_stats(rows: list[dict], unevaluated: int = 0, confusion: Confusion | None = None) -> dict:
+    """A shard's summable statistics: label statistics of its rows, the count of images whose ground truth
+    could not be used, and the semantic confusion matrix of the images matched to ground truth (or None)."""
     stats = LabelStats()
     for row in rows:
         if row["panoptic_png"] is None:
             stats.add_failure(row["status"])
         else:
             stats.add_image(row["width"], row["height"], row["segments"], row["status"])
-    return {"version": STATS_VERSION, "stats": stats.to_json(), "truth_unevaluated": unevaluated}
+    return {"version": STATS_VERSION, "stats": stats.to_json(), "truth_unevaluated": unevaluated,
+            "semantic": confusion.to_json() if confusion is not None else None}

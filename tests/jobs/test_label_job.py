@@ -134,8 +134,8 @@ def coco_files_from_job(corpus_folder, output: Output, shard_ids: list[str], des
             segments = [{"id": int(s["id"]), "category_id": int(s["category_id"])} for s in row["segments"]]
             pred_annotations.append({"image_id": key, "file_name": f"{key}.png", "segments_info": segments})
     categories = demo_categories().to_coco()
-    for name, annotations in (("gt", gt_annotations), ("pred", pred_annotations)):
-        (dest / f"{name}.json").write_text(json.dumps({"images": images, "annotations": annotations,
+    for name, listed in (("gt", gt_annotations), ("pred", pred_annotations)):
+        (dest / f"{name}.json").write_text(json.dumps({"images": images, "annotations": listed,
                                                         "categories": categories}))
     return dest / "gt.json", dest / "pred.json"
 
@@ -159,6 +159,19 @@ def test_the_reduce_equals_the_standalone_evaluator_bit_for_bit(ray_with_gpus, c
     standalone = evaluate(EvaluationConfig(str(gt_json), str(pred_json)))
     assert metrics["pq"] == standalone["pq"] and metrics["pq_exact"] == standalone["pq_exact"]
     assert metrics["pq"]["All"]["pq"] > 0.6
+    # the semantic view: the shards' summed confusion equals one computed from the same maps in COCO form
+    from segcore.metrics.semantic import Confusion, semantic_scores
+    from segcore.synthetic import demo_categories
+
+    confusion = Confusion.for_categories(demo_categories())
+    gt_document, pred_document = json.loads(gt_json.read_text()), json.loads(pred_json.read_text())
+    for gt, pred in zip(gt_document["annotations"], pred_document["annotations"]):
+        confusion.add_image(decode_ids((gt_json.parent / "gt" / gt["file_name"]).read_bytes()), gt["segments_info"],
+                            decode_ids((pred_json.parent / "pred" / pred["file_name"]).read_bytes()),
+                            pred["segments_info"])
+    expected = json.loads(json.dumps(semantic_scores(confusion, demo_categories())))
+    assert json.loads(output.fs.cat_file(output.path("metrics.json")))["semantic"] == expected
+    assert metrics["semantic"]["miou"] > 0.6 and "## Semantic segmentation" in report
 
 
 def test_jobs_evaluate_reduces_an_output_alone(ray_with_gpus, corpus, tmp_path, capsys):

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from segcore.io.commit import Output, committed_shards, read_marker
+from segcore.io.commit import committed_shards, read_marker
 from segcore.io.shards import ShardError, list_shards
 from segcore.models.registry import ModelOptions
 from segcore.png import decode_ids

@@ -28,15 +28,6 @@ RUN_FLAGS = ["--actors", "2", "--gpus-per-actor", "1", "--cpus-per-actor", "0.5"
 
 
 @pytest.fixture(scope="module")
-def ray_with_gpus():
-    import ray
-
-    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def coco_model(tmp_path_factory) -> Path:
     """A tiny Mask2Former with random weights whose 133 labels are COCO panoptic's category names."""
     names = [c.name for c in coco_panoptic_categories()]

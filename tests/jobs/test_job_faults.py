@@ -7,7 +7,6 @@ them count, so other Ray instances on the machine are left alone.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -15,18 +14,20 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from segcore.io.commit import Output, committed_shards, read_marker
+from segcore.io.commit import Output, committed_shards
 from segcore.models.registry import ModelOptions
 from segcore.runtime.driver import reduce_job, run_label_job
 from segcore.runtime.labeling import LabelJobConfig
 from segcore.runtime.verify import verify_output
 from segcore.synthetic import write_demo_shards
+
+from job_checks import (
+    check_committed_once, check_metrics_equal, reference_metrics, shard_files, shard_ids, wait_for,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -36,7 +37,7 @@ pytestmark = [
 ROOT = Path(__file__).parents[2]
 N_SHARDS = 4
 IMAGES_PER_SHARD = 40  # most of a second of work per shard on one CPU: wide enough to kill in the middle of one
-SHARD_IDS = [f"corpus-{index:05d}" for index in range(N_SHARDS)]
+SHARD_IDS = shard_ids(N_SHARDS)
 
 
 # ---- processes, through /proc
@@ -90,17 +91,6 @@ def _alive(processes: dict[int, int]) -> dict[int, str]:
     return alive
 
 
-def _wait_for(condition, timeout: float, what: str, interval: float = 0.02):
-    """Polls ``condition()`` until it returns something truthy; fails the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def _shard_worker(root: int) -> int | None:
     """The pid of the ``ShardWorker`` actor process among ``root``'s descendants, if exactly one runs."""
     pids = [pid for pid in _descendants(root) if _cmdline(pid).startswith("ray::ShardWorker")]
@@ -132,15 +122,6 @@ def corpus(tmp_path_factory) -> str:
     return write_demo_shards(tmp_path_factory.mktemp("corpus"), n_shards=N_SHARDS, images_per_shard=IMAGES_PER_SHARD)
 
 
-@pytest.fixture(scope="module")
-def ray_with_gpus():
-    import ray
-
-    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def job(corpus: str, output: str, **changes) -> LabelJobConfig:
     """One actor on one (fake) GPU: shards run one after another, in order."""
     settings = dict(input=corpus, output=output, model="demo", model_options=ModelOptions(device="cpu"), actors=1,
@@ -150,51 +131,8 @@ def job(corpus: str, output: str, **changes) -> LabelJobConfig:
 
 @pytest.fixture(scope="module")
 def reference(ray_with_gpus, corpus, tmp_path_factory) -> dict:
-    """metrics.json of an uninterrupted run of the corpus (read back: JSON has string keys)."""
-    config = job(corpus, str(tmp_path_factory.mktemp("reference") / "labels"))
-    result = run_label_job(config)
-    assert result["done"] == N_SHARDS and result["failed"] == {}
-    reduce_job(config)
-    metrics = json.loads((Path(config.output) / "metrics.json").read_text())
-    assert metrics["pq"]["All"]["n"] > 0
-    output = Output.open(config.output)
-    metrics["data_sha256"] = {s: read_marker(output, s)["data_sha256"] for s in committed_shards(output)}
-    return metrics
-
-
-def shard_files(output_dir: Path, shard_id: str) -> list[Path]:
-    """Every file a shard's commit wrote (data, marker, errors, partials...): those named after the shard."""
-    return sorted(p for p in output_dir.rglob(f"{shard_id}*") if p.is_file())
-
-
-def check_committed_once(output_dir: Path) -> None:
-    """Every shard: one data file and one marker, with its rows, and no folder holding two files of one shard;
-    image ids unique and the corpus's own."""
-    output = Output.open(str(output_dir))
-    assert committed_shards(output) == set(SHARD_IDS)
-    for name in (output.data_path, output.marker_path):
-        expected = [Path(name(shard_id)) for shard_id in SHARD_IDS]
-        assert sorted(expected[0].parent.iterdir()) == expected
-    for shard_id in SHARD_IDS:
-        folders = [path.parent for path in shard_files(output_dir, shard_id)]
-        assert len(folders) == len(set(folders)), shard_files(output_dir, shard_id)
-    image_ids = []
-    for index, shard_id in enumerate(SHARD_IDS):
-        frame = pd.read_parquet(output.data_path(shard_id))
-        assert len(frame) == IMAGES_PER_SHARD == read_marker(output, shard_id)["rows"]
-        assert set(frame["status"]) == {"ok"}
-        assert frame["image_id"].tolist() == [f"{index * IMAGES_PER_SHARD + i:08d}" for i in range(IMAGES_PER_SHARD)]
-        image_ids += frame["image_id"].tolist()
-    assert len(image_ids) == len(set(image_ids)) == N_SHARDS * IMAGES_PER_SHARD
-
-
-def check_metrics_equal(output_dir: Path, reference: dict) -> None:
-    """metrics.json's PQ (panopticapi's dict, and the exact sums) equals the uninterrupted run's."""
-    metrics = json.loads((output_dir / "metrics.json").read_text())
-    assert metrics["pq"] == reference["pq"]
-    assert metrics.get("pq_exact") == reference.get("pq_exact")
-    output = Output.open(str(output_dir))  # the data files are byte-identical to the uninterrupted run's
-    assert {s: read_marker(output, s)["data_sha256"] for s in committed_shards(output)} == reference["data_sha256"]
+    """metrics.json and data checksums of an uninterrupted run of the corpus."""
+    return reference_metrics(job(corpus, str(tmp_path_factory.mktemp("reference") / "labels")), N_SHARDS)
 
 
 # ---- the driver killed and rerun
@@ -225,7 +163,7 @@ def test_a_killed_driver_is_rerun_and_labels_only_the_missing_shards(reference, 
         driver = subprocess.Popen(command, cwd=ROOT, env=driver_env(), stdout=log, stderr=subprocess.STDOUT,
                                   start_new_session=True)
         try:
-            _wait_for(lambda: len(committed()) >= 2 or driver.poll() is not None, 120, "two committed shards")
+            wait_for(lambda: len(committed()) >= 2 or driver.poll() is not None, 120, "two committed shards")
             ray_processes = _descendants(driver.pid)
             commands = list(_alive(ray_processes).values())
         finally:
@@ -241,7 +179,7 @@ def test_a_killed_driver_is_rerun_and_labels_only_the_missing_shards(reference, 
         left.update({pid: _cmdline(pid) for pid in _pids() if session in _cmdline(pid) and _stat(pid) is not None})
         return left
 
-    _wait_for(lambda: not lingering(), 30, "the killed run's Ray processes to exit", interval=0.2)
+    wait_for(lambda: not lingering(), 30, "the killed run's Ray processes to exit", interval=0.2)
 
     before = committed()
     assert 2 <= len(before) < N_SHARDS, before
@@ -256,7 +194,7 @@ def test_a_killed_driver_is_rerun_and_labels_only_the_missing_shards(reference, 
     assert f"shards: {missing} committed now, {len(before)} already committed, 0 failed" in rerun.stdout
     assert f"images: {missing * IMAGES_PER_SHARD} (0 error rows)" in rerun.stdout
     assert {path: path.stat().st_mtime_ns for path in kept} == kept  # committed before the kill: not rewritten
-    check_committed_once(output_dir)
+    check_committed_once(output_dir, N_SHARDS, IMAGES_PER_SHARD)
     check_metrics_equal(output_dir, reference)
     assert verify_output(str(output_dir)).problems == []
 
@@ -290,9 +228,9 @@ def test_an_actor_killed_mid_shard_is_restarted_and_the_shard_redone(reference, 
             assert runner.is_alive(), outcome
             return None
 
-        pid, started, killed = _wait_for(actor_reading_a_later_shard, 120, "the actor to read a shard after the first")
+        pid, started, killed = wait_for(actor_reading_a_later_shard, 120, "the actor to read a shard after the first")
         os.kill(pid, signal.SIGKILL)
-        _wait_for(lambda: not _alive({pid: started}), 10, "the killed actor to exit")
+        wait_for(lambda: not _alive({pid: started}), 10, "the killed actor to exit")
         output = Output.open(str(output_dir))
         assert not Path(output.marker_path(killed)).exists(), f"{killed} was committed before the kill"
         assert SHARD_IDS[0] in committed_shards(output)
@@ -304,7 +242,7 @@ def test_an_actor_killed_mid_shard_is_restarted_and_the_shard_redone(reference, 
     assert result["failed"] == {} and result["done"] == N_SHARDS and result["images"] == N_SHARDS * IMAGES_PER_SHARD
     retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
     assert len(retries) == 1 and retries[0].startswith(f"shard {killed} failed (actor died"), retries
-    check_committed_once(output_dir)
+    check_committed_once(output_dir, N_SHARDS, IMAGES_PER_SHARD)
     assert reduce_job(config) is not None
     check_metrics_equal(output_dir, reference)
     assert verify_output(str(output_dir)).problems == []

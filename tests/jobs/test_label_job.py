@@ -17,15 +17,6 @@ from segcore.synthetic import write_demo_shards
 
 
 @pytest.fixture(scope="module")
-def ray_with_gpus():
-    import ray
-
-    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return write_demo_shards(tmp_path_factory.mktemp("corpus"), n_shards=3, images_per_shard=5)
 

@@ -9,7 +9,6 @@ The actor's process is found through ``/proc`` among the descendants of each nod
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -18,15 +17,16 @@ import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from segcore.io.commit import Output, committed_shards, read_marker
+from segcore.io.commit import Output, committed_shards
 from segcore.models.registry import ModelOptions
 from segcore.runtime.driver import reduce_job, run_label_job
-from segcore.runtime.verify import verify_output
 from segcore.runtime.labeling import LabelJobConfig
+from segcore.runtime.verify import verify_output
 from segcore.synthetic import write_demo_shards
+
+from job_checks import check_committed_once, check_metrics_equal, reference_metrics, shard_ids, wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -35,7 +35,7 @@ pytestmark = [
 
 N_SHARDS = 4
 IMAGES_PER_SHARD = 32
-SHARD_IDS = [f"corpus-{index:05d}" for index in range(N_SHARDS)]
+SHARD_IDS = shard_ids(N_SHARDS)
 # The GCS declares a node dead after this many missed health checks; Ray's defaults (3 s x 5) would add ~15 s.
 FAST_NODE_DEATH = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
                    "health_check_timeout_ms": 500, "health_check_failure_threshold": 3}
@@ -107,16 +107,6 @@ def _shard_being_read(pid: int) -> str | None:
     return None
 
 
-def _wait_for(condition, timeout: float, what: str, interval: float = 0.05):
-    """Polls ``condition()`` until it is truthy and returns its value; fails the test after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 # ---- the cluster, the corpus and the job
 
 
@@ -156,33 +146,8 @@ def job(corpus: str, output: str) -> LabelJobConfig:
 
 @pytest.fixture(scope="module")
 def reference(cluster, corpus, tmp_path_factory) -> dict:
-    """metrics.json of an uninterrupted run on the same cluster."""
-    config = job(corpus, str(tmp_path_factory.mktemp("reference") / "labels"))
-    result = run_label_job(config)
-    assert result["done"] == N_SHARDS and result["failed"] == {}
-    reduce_job(config)
-    metrics = json.loads((Path(config.output) / "metrics.json").read_text())
-    assert metrics["pq"]["All"]["n"] > 0
-    output = Output.open(config.output)
-    metrics["data_sha256"] = {s: read_marker(output, s)["data_sha256"] for s in committed_shards(output)}
-    return metrics
-
-
-def check_committed_once(output_dir: Path) -> None:
-    """Every shard committed with one data file and one marker, all its rows, and image ids unique."""
-    output = Output.open(str(output_dir))
-    assert committed_shards(output) == set(SHARD_IDS)
-    for path_of in (output.data_path, output.marker_path):
-        files = [Path(path_of(shard_id)) for shard_id in SHARD_IDS]
-        assert sorted(files[0].parent.iterdir()) == files
-    image_ids = []
-    for index, shard_id in enumerate(SHARD_IDS):
-        frame = pd.read_parquet(output.data_path(shard_id))
-        assert len(frame) == IMAGES_PER_SHARD == read_marker(output, shard_id)["rows"]
-        assert set(frame["status"]) == {"ok"}
-        assert frame["image_id"].tolist() == [f"{index * IMAGES_PER_SHARD + i:08d}" for i in range(IMAGES_PER_SHARD)]
-        image_ids += frame["image_id"].tolist()
-    assert len(image_ids) == len(set(image_ids)) == N_SHARDS * IMAGES_PER_SHARD
+    """metrics.json and data checksums of an uninterrupted run on the same cluster."""
+    return reference_metrics(job(corpus, str(tmp_path_factory.mktemp("reference") / "labels")), N_SHARDS)
 
 
 # ---- the test
@@ -203,7 +168,7 @@ def test_a_node_lost_mid_shard_moves_its_actor_and_shard_to_the_surviving_node(c
             outcome["error"] = error
 
     # Only this run's actor may be found: the reference run's has left (its process outlives its job briefly).
-    _wait_for(lambda: not any(_actors_on(node) for node in cluster.worker_nodes), 30, "earlier actors to exit")
+    wait_for(lambda: not any(_actors_on(node) for node in cluster.worker_nodes), 30, "earlier actors to exit")
     runner = threading.Thread(target=run, daemon=True)
     runner.start()
     try:
@@ -219,15 +184,15 @@ def test_a_node_lost_mid_shard_moves_its_actor_and_shard_to_the_surviving_node(c
                         return node, pid, shard_id
             return None
 
-        node, pid, lost_shard = _wait_for(actor_mid_shard, 120, "the actor to read a shard after the first")
+        node, pid, lost_shard = wait_for(actor_mid_shard, 120, "the actor to read a shard after the first")
         (survivor,) = cluster.worker_nodes - {node}
         removed_at = time.time()
         cluster.remove_node(node, allow_graceful=False)
-        _wait_for(lambda: _process_stat(pid) is None, 30, "the lost node's actor process to exit")
+        wait_for(lambda: _process_stat(pid) is None, 30, "the lost node's actor process to exit")
         assert not Path(output.marker_path(lost_shard)).exists(), f"{lost_shard} was committed before the loss"
         assert SHARD_IDS[0] in committed_shards(output)
         # Ray restarts the actor (max_restarts=-1) where a GPU is left: the surviving node.
-        _wait_for(lambda: _actors_on(survivor) or not runner.is_alive(), 120, "the actor on the surviving node")
+        wait_for(lambda: _actors_on(survivor) or not runner.is_alive(), 120, "the actor on the surviving node")
         restarted_on_survivor = bool(_actors_on(survivor))
         restart_seconds = time.time() - removed_at
     finally:
@@ -246,11 +211,7 @@ def test_a_node_lost_mid_shard_moves_its_actor_and_shard_to_the_surviving_node(c
             if "retry" in m or "back after a restart" in m}
     print(f"lost {lost_shard}; actor process on the surviving node {restart_seconds:.1f} s after the removal;",
           ", ".join(f"{m!r} at {t:.1f} s" for m, t in seen.items()))
-    check_committed_once(output_dir)
+    check_committed_once(output_dir, N_SHARDS, IMAGES_PER_SHARD)
     reduce_job(config)
-    metrics = json.loads((output_dir / "metrics.json").read_text())
-    assert metrics["pq"] == reference["pq"]
-    assert metrics["pq_exact"] == reference["pq_exact"]
-    output = Output.open(str(output_dir))  # the data files are byte-identical to the uninterrupted run's
-    assert {s: read_marker(output, s)["data_sha256"] for s in committed_shards(output)} == reference["data_sha256"]
+    check_metrics_equal(output_dir, reference)
     assert verify_output(str(output_dir)).problems == []

@@ -127,6 +127,50 @@ def match_image(
         PQInputError: sizes differ; a PNG id is not listed; a listed prediction id is not in its PNG;
             a category id is unknown; a gt area makes a union non-positive. The message names the image and id.
     """
+    return match_image_details(image_id, gt_ids, gt_segments, pred_ids, pred_segments, categories,
+                               image_rank).partial
+
+
+@dataclass(frozen=True)
+class ImageMatch:
+    """One image's match with what led to it, for views beyond PQ (sizes, per-image PQ, confusions).
+
+    Attributes:
+        partial: the image's PQ partial.
+        gt, pred: both sides' segment tables (keys: listed ids plus VOID, ascending).
+        counts: ``counts[i, j]`` pixels with gt key i and predicted key j.
+        pred_area: (P,) pixels per predicted key, counted in the PNG.
+        void_row: (P,) pixels of each prediction on gt VOID.
+        matched: (gt index, pred index) per true positive, in the partial's match order.
+        false_negatives: gt indices counted as FN.
+        false_positives: pred indices counted as FP.
+    """
+
+    partial: PQPartial
+    gt: "SegmentTable"
+    pred: "SegmentTable"
+    counts: np.ndarray
+    pred_area: np.ndarray
+    void_row: np.ndarray
+    matched: list[tuple[int, int]]
+    false_negatives: list[int]
+    false_positives: list[int]
+
+
+def match_image_details(
+    image_id: object,
+    gt_ids: np.ndarray,
+    gt_segments: Sequence[Mapping],
+    pred_ids: np.ndarray,
+    pred_segments: Sequence[Mapping],
+    categories: Categories,
+    image_rank: int = 0,
+) -> ImageMatch:
+    """:func:`match_image` keeping the joint histogram and which segments were TP, FN and FP.
+
+    Raises:
+        PQInputError: as :func:`match_image`.
+    """
     if gt_ids.shape != pred_ids.shape:
         raise PQInputError(
             f"Image {image_id}: gt map is {gt_ids.shape[1]}x{gt_ids.shape[0]} but the prediction is "
@@ -140,13 +184,15 @@ def match_image(
     # VOID is gt id 0 when unlisted. (panopticapi also takes a listed id 0 off unions as VOID, which
     # can divide by zero; COCO never lists 0, and here a listed 0 is a real segment only.)
     void_row = np.zeros(len(pred.keys), np.int64) if gt.listed[0] else counts[0]
-    matched_gt, matched_pred, matches = _match_pairs(image_id, counts, gt, pred, pred_area, void_row, image_rank)
+    pairs, matches = _match_pairs(image_id, counts, gt, pred, pred_area, void_row, image_rank)
     partial = PQPartial(matches=matches, images=1)
     for category_id in (m[3] for m in matches):
         partial.counts.setdefault(category_id, [0, 0, 0])[0] += 1
-    crowd_index = _count_false_negatives(gt, matched_gt, partial)
-    _count_false_positives(pred, matched_pred, counts, pred_area, void_row, crowd_index, partial)
-    return partial
+    matched_gt = {r for r, _ in pairs}
+    matched_pred = {c for _, c in pairs}
+    crowd_index, false_negatives = _count_false_negatives(gt, matched_gt, partial)
+    false_positives = _count_false_positives(pred, matched_pred, counts, pred_area, void_row, crowd_index, partial)
+    return ImageMatch(partial, gt, pred, counts, pred_area, void_row, pairs, false_negatives, false_positives)
 
 
 def class_stats(partial: PQPartial, categories: Categories) -> dict[int, ClassStats]:
@@ -221,7 +267,7 @@ def _reference_order(match: tuple) -> tuple[int, int, int]:
 
 
 @dataclass(frozen=True)
-class _SegmentTable:
+class SegmentTable:
     """One side's segments as parallel arrays over ``keys`` (listed ids plus VOID, ascending)."""
 
     keys: np.ndarray  # (K,) int64 ascending
@@ -232,7 +278,7 @@ class _SegmentTable:
     order: list[int]  # key indices of the listed segments in segments_info order (first occurrence)
 
 
-def _segment_table(image_id: object, segments: Sequence[Mapping], categories: Categories, role: str) -> _SegmentTable:
+def _segment_table(image_id: object, segments: Sequence[Mapping], categories: Categories, role: str) -> SegmentTable:
     """Indexes segments_info by id; like the reference, a repeated id keeps its last entry."""
     by_id: dict[int, Mapping] = {}
     for segment in segments:
@@ -254,7 +300,7 @@ def _segment_table(image_id: object, segments: Sequence[Mapping], categories: Ca
         crowd[i] = segment.get("iscrowd", 0) == 1
         if role == "gt":
             area[i] = _gt_area(image_id, segment_id, segment)
-    return _SegmentTable(keys, listed, category, crowd, area, [index[s] for s in by_id])
+    return SegmentTable(keys, listed, category, crowd, area, [index[s] for s in by_id])
 
 
 def _category_of(image_id: object, segment_id: int, segment: Mapping, categories: Categories, role: str) -> int:
@@ -281,7 +327,7 @@ def _count_pairs(image_id: object, gt_ids: np.ndarray, gt_keys: np.ndarray, pred
     return counts
 
 
-def _check_predictions_present(image_id: object, pred: _SegmentTable, pred_area: np.ndarray) -> None:
+def _check_predictions_present(image_id: object, pred: SegmentTable, pred_area: np.ndarray) -> None:
     absent = pred.keys[pred.listed & (pred_area == 0)]
     if absent.size:
         raise PQInputError(
@@ -289,7 +335,7 @@ def _check_predictions_present(image_id: object, pred: _SegmentTable, pred_area:
         )
 
 
-def _match_pairs(image_id, counts, gt: _SegmentTable, pred: _SegmentTable, pred_area, void_row, image_rank):
+def _match_pairs(image_id, counts, gt: SegmentTable, pred: SegmentTable, pred_area, void_row, image_rank):
     """Finds the IoU > 0.5 matches among same-category, non-crowd pairs, in ascending (gt id, pred id) order."""
     rows, cols = np.nonzero(counts)
     keep = gt.listed[rows] & pred.listed[cols] & ~gt.crowd[rows] & (gt.category[rows] == pred.category[cols])
@@ -305,12 +351,14 @@ def _match_pairs(image_id, counts, gt: _SegmentTable, pred: _SegmentTable, pred_
         (image_rank, int(gt.keys[r]), int(pred.keys[c]), int(gt.category[r]), int(counts[r, c]), int(u))
         for r, c, u in zip(rows.tolist(), cols.tolist(), union[is_match].tolist())
     ]
-    return set(rows.tolist()), set(cols.tolist()), matches
+    return list(zip(rows.tolist(), cols.tolist())), matches
 
 
-def _count_false_negatives(gt: _SegmentTable, matched: set[int], partial: PQPartial) -> dict[int, int]:
-    """Counts unmatched non-crowd gt as FN; returns category -> key index of its (last listed) crowd segment."""
+def _count_false_negatives(gt: SegmentTable, matched: set[int], partial: PQPartial) -> tuple[dict[int, int], list[int]]:
+    """Counts unmatched non-crowd gt as FN; returns category -> key index of its (last listed) crowd segment,
+    and the FN indices."""
     crowd_index: dict[int, int] = {}
+    false_negatives = []
     for i in gt.order:
         if i in matched:
             continue
@@ -319,11 +367,14 @@ def _count_false_negatives(gt: _SegmentTable, matched: set[int], partial: PQPart
             crowd_index[category_id] = i
             continue
         partial.counts.setdefault(category_id, [0, 0, 0])[2] += 1
-    return crowd_index
+        false_negatives.append(i)
+    return crowd_index, false_negatives
 
 
-def _count_false_positives(pred, matched, counts, pred_area, void_row, crowd_index, partial: PQPartial) -> None:
-    """Counts unmatched predictions as FP unless more than half of them lies on VOID or same-category crowd."""
+def _count_false_positives(pred, matched, counts, pred_area, void_row, crowd_index, partial: PQPartial) -> list[int]:
+    """Counts unmatched predictions as FP unless more than half of them lies on VOID or same-category crowd;
+    returns the FP indices."""
+    false_positives = []
     for j in pred.order:
         if j in matched:
             continue
@@ -334,6 +385,8 @@ def _count_false_positives(pred, matched, counts, pred_area, void_row, crowd_ind
         if ignored / int(pred_area[j]) > 0.5:
             continue
         partial.counts.setdefault(category_id, [0, 0, 0])[1] += 1
+        false_positives.append(j)
+    return false_positives
 
 
 @numba.njit(cache=True, nogil=True)

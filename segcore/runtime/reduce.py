@@ -1,6 +1,7 @@
 """The reduce of a labeling job: sums the committed shards' partials into metrics.json and report.md.
 
-It reads partials only, never pixels: label statistics always, and PQ when the shards had ground truth.
+It reads partials only, never pixels: label statistics always and, when the shards had ground truth, PQ, the
+semantic confusion, the PQ extras (by size, per image, mislabelled segments) and the instance view's RLEs.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from dataclasses import dataclass, field
 
 from segcore.categories import Categories, categories_from_json
 from segcore.io.commit import MANIFEST, Output, committed_shards, read_marker, write_whole
+from segcore.metrics.extras import PQExtras, confusion_table, pq_by_size, worst_and_best
+from segcore.metrics.instances import InstancePartial, format_instance_scores, instance_scores
 from segcore.metrics.pq import PQPartial
 from segcore.metrics.semantic import Confusion, format_scores, semantic_scores
 from segcore.metrics.stats import LabelStats, format_summary, summary
 from segcore.runtime.evaluation import format_table, results_document
 
 logger = logging.getLogger(__name__)
+PER_IMAGE_KEPT = 20  # worst and best images by PQ listed in metrics.json
 
 
 @dataclass
@@ -28,6 +32,8 @@ class Merged:
     pq: PQPartial = field(default_factory=PQPartial)
     truth_unevaluated: int = 0
     semantic: Confusion | None = None
+    extras: PQExtras | None = None  # per-image records trimmed to the worst and best PER_IMAGE_KEPT
+    instances: InstancePartial | None = None
 
 
 def merged_partials(output: Output) -> Merged:
@@ -47,8 +53,24 @@ def merged_partials(output: Output) -> Merged:
                     merged.semantic = confusion
                 else:
                     merged.semantic += confusion
+            if document.get("pq_extras") is not None:
+                merged.extras = _merge_extras(merged.extras, PQExtras.from_json(document["pq_extras"]))
+            if document.get("instances") is not None:
+                merged.instances = merged.instances or InstancePartial()
+                merged.instances += InstancePartial.from_json(document["instances"])
         if marker.get("partials"):
             merged.pq += PQPartial.from_json(json.loads(output.fs.cat_file(output.partials_path(shard_id))))
+    return merged
+
+
+def _merge_extras(merged: PQExtras | None, shard: PQExtras) -> PQExtras:
+    """Adds a shard's extras, keeping only the worst and best images so memory does not grow with the data."""
+    if merged is None:
+        merged = PQExtras()
+    merged += shard
+    worst, best = worst_and_best(merged.images, PER_IMAGE_KEPT)
+    kept = {id(r): r for r in worst + best}
+    merged.images = list(kept.values())
     return merged
 
 
@@ -64,7 +86,10 @@ def reduce_output(output: Output) -> dict:
     ``metrics.json`` holds ``"stats"`` (label statistics) always; with ground truth also panopticapi's dict
     under ``"pq"`` (plus ``pq_exact``, ``per_class_counts``, ``images``) and ``truth_unevaluated``, the count
     of images with ground truth left out because the image or its ground truth was unusable (see errors/), and
-    ``"semantic"``: mIoU, pixel accuracy, mean accuracy, fwIoU and per-class IoU from the summed confusion.
+    ``"semantic"``: mIoU, pixel accuracy, mean accuracy, fwIoU and per-class IoU from the summed confusion;
+    ``"pq_by_size"`` (small / medium / large, each with All / Things / Stuff), ``"per_image"`` (the worst and
+    best images by PQ), ``"category_confusion"`` (mislabelled matches, most frequent first) and
+    ``"instances"`` (COCO mask AP of the thing classes).
     """
     categories = job_categories_of(output)
     merged = merged_partials(output)
@@ -74,6 +99,13 @@ def reduce_output(output: Output) -> dict:
         document["truth_unevaluated"] = merged.truth_unevaluated
     if merged.semantic is not None:
         document["semantic"] = semantic_scores(merged.semantic, categories)
+    if merged.extras is not None:
+        document["pq_by_size"] = pq_by_size(merged.extras, categories)
+        worst, best = worst_and_best(merged.extras.images, PER_IMAGE_KEPT)
+        document["per_image"] = {"worst": worst, "best": best}
+        document["category_confusion"] = confusion_table(merged.extras)
+    if merged.instances is not None:
+        document["instances"] = instance_scores(merged.instances, categories)
     write_whole(output, output.path("metrics.json"), json.dumps(document, indent=1).encode())
     write_whole(output, output.path("report.md"), report_markdown(document, categories).encode())
     if merged.pq.images:
@@ -91,7 +123,34 @@ def report_markdown(document: dict, categories: Categories) -> str:
             lines.append(f"{document['truth_unevaluated']} images with ground truth were left out: the image or "
                          "its ground truth was unusable (see errors/).")
         lines += ["", "```", format_table(document["pq"], categories, per_class=True), "```", ""]
+    if "pq_by_size" in document:
+        lines += ["## PQ by segment size", "", "```", format_by_size(document["pq_by_size"]), "```", ""]
+    if "per_image" in document:
+        lines += ["## Worst images by PQ", "", "| image | PQ | TP | FP | FN |", "|---|---|---|---|---|"]
+        lines += [f"| {r['image_id']} | {100 * r['pq']:.1f} | {r['tp']} | {r['fp']} | {r['fn']} |"
+                  for r in document["per_image"]["worst"][:10]]
+        lines.append("")
+    if document.get("category_confusion"):
+        names = {c.id: c.name for c in categories}
+        lines += ["## Mislabelled segments (IoU > 0.5, other category)", "", "| ground truth | predicted | count |",
+                  "|---|---|---|"]
+        lines += [f"| {names.get(r['gt'], r['gt'])} | {names.get(r['pred'], r['pred'])} | {r['count']} |"
+                  for r in document["category_confusion"][:20]]
+        lines.append("")
     if "semantic" in document:
         lines += ["## Semantic segmentation", "", format_scores(document["semantic"]), ""]
+    if "instances" in document:
+        lines += ["## Instance segmentation (mask AP, thing classes)", "", "```",
+                  format_instance_scores(document["instances"]), "```", ""]
     lines += ["## Label statistics", "", format_summary(document["stats"]), ""]
+    return "\n".join(lines)
+
+
+def format_by_size(by_size: dict) -> str:
+    """A plain-text table of PQ, SQ, RQ per size bucket and group (percent)."""
+    lines = [f"{'size':<8}{'group':<8}{'PQ':>7}{'SQ':>7}{'RQ':>7}{'N':>5}"]
+    for size, groups in by_size.items():
+        for name, values in groups.items():
+            lines.append(f"{size:<8}{name:<8}{100 * values['pq']:7.1f}{100 * values['sq']:7.1f}"
+                         f"{100 * values['rq']:7.1f}{values['n']:5d}")
     return "\n".join(lines)

@@ -27,10 +27,10 @@ from segcore.io.commit import Output, commit_shard
 from segcore.io.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_rgb
 from segcore.io.shards import Sample, ShardSpec, read_shard
 from segcore.io.table import STATUS_OK, error_row, image_row, rows_to_table, table_to_parquet
-from segcore.io.truth import GroundTruth
-from segcore.metrics.pq import PQInputError, PQPartial, match_image
-from segcore.metrics.semantic import Confusion
+from segcore.io.truth import GroundTruth, TruthRef
+from segcore.metrics.pq import PQInputError
 from segcore.metrics.stats import LabelStats
+from segcore.metrics.views import ImageViews, ShardViews, evaluate_image
 from segcore.models.registry import ModelOptions, load_segmenter
 from segcore.png import PNGError, decode_ids, encode_ids
 
@@ -106,7 +106,7 @@ class ShardWorker:
         self.decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
         self.encode_pool = ThreadPoolExecutor(config.encode_threads, thread_name_prefix="encode")
         self._partial_lock = threading.Lock()
-        self._unevaluated = 0
+        self._views = ShardViews(self.segmenter.categories)
         self._decode_seconds = 0.0
 
     def label_shard(self, spec: ShardSpec, shard_index: int = 0, truth: GroundTruth | None = None) -> dict:
@@ -119,8 +119,9 @@ class ShardWorker:
         Ground truth comes from ``truth`` (a COCO panoptic dataset, looked up by sample key; an image's rank is
         its annotation's position in the JSON) or, without it, from the samples themselves: a
         ``<key>.panoptic.png`` member with ``segments_info`` in the ``.json`` (rank ``shard_index * RANK_STRIDE
-        + position``). Predictions are matched on the in-memory maps; the shard's label statistics, and its PQ
-        partial when some image had ground truth, are committed with it.
+        + position``). Predictions are matched on the in-memory maps (:func:`segcore.metrics.views.evaluate_image`);
+        the shard's label statistics, and when some image had ground truth its PQ partial and the partials of the
+        other views (semantic confusion, PQ extras, instance RLEs), are committed with it.
 
         Raises:
             segcore.io.shards.ShardError: the shard cannot be read (not a tar, truncated, ...); nothing is
@@ -130,21 +131,18 @@ class ShardWorker:
         started = time.perf_counter()
         timings: dict[str, float] = {}
         rows, errors = [], []
-        partial = PQPartial()
-        self._unevaluated = 0  # images with ground truth left out of PQ (image or ground truth unusable)
+        self._views = ShardViews(self.segmenter.categories)  # every view of the images with ground truth
         self._decode_seconds = 0.0
-        self._confusion = Confusion.for_categories(self.segmenter.categories)  # the semantic view of the shard
         for batch in self._batches(self._decoded(spec, shard_index, truth, timings)):
-            for row in self._label_batch(batch, timings, partial):
+            for row in self._label_batch(batch, timings):
                 rows.append(row)
                 if row["status"] != STATUS_OK:
                     errors.append({k: row[k] for k in ("image_id", "source", "status", "error")})
         write_started = time.perf_counter()
         data = table_to_parquet(rows_to_table(rows))
         error_lines = "".join(json.dumps(e) + "\n" for e in errors).encode()
-        partials = json.dumps(partial.to_json()).encode() if partial.images else None
-        confusion = self._confusion if self._confusion.matrix.any() else None
-        stats = json.dumps(shard_stats(rows, self._unevaluated, confusion)).encode()
+        partials = json.dumps(self._views.pq.to_json()).encode() if self._views.evaluated else None
+        stats = json.dumps(shard_stats(rows, self._views)).encode()
         commit_shard(self.output, spec.shard_id, data, rows=len(rows), errors=error_lines or None, partials=partials,
                      stats=stats)
         timings["write"] = time.perf_counter() - write_started
@@ -204,16 +202,7 @@ class ShardWorker:
         """The sample's ground truth: from the dataset's JSON and PNG folder, else embedded in the shard."""
         if truth is not None:
             ref = truth.lookup(sample.key)
-            if ref is None:
-                return None
-            found = Truth(ref.rank, ref.image_id, segments=list(ref.segments_info), size=ref.size)
-            try:
-                found.ids = decode_ids(storage.read_bytes(ref.png_uri, self.config.storage_options))
-            except FileNotFoundError:
-                found.error = f"ground-truth PNG {ref.png_uri} of image {ref.image_id} does not exist"
-            except PNGError as error:
-                found.error = f"ground-truth PNG {ref.png_uri} of image {ref.image_id} is unreadable: {error}"
-            return found
+            return read_truth(ref, self.config.storage_options) if ref is not None else None
         if sample.panoptic_png is None:
             return None
         found = Truth(rank, sample.key, segments=(sample.metadata or {}).get("segments_info"))
@@ -237,7 +226,7 @@ class ShardWorker:
         if batch:
             yield batch
 
-    def _label_batch(self, batch: list[Decoded], timings: dict[str, float], partial: PQPartial) -> list[dict]:
+    def _label_batch(self, batch: list[Decoded], timings: dict[str, float]) -> list[dict]:
         """Segments the batch's good images and builds every row, in the batch's order; matches ground truth."""
         good = [item for item in batch if item.image is not None]
         results = iter(self.segmenter.segment([item.image for item in good], timings) if good else [])
@@ -245,51 +234,33 @@ class ShardWorker:
         pending: list[Future | dict] = []
         for item in batch:
             if item.image is None:
-                self._unevaluated += item.truth is not None
+                self._views.unevaluated += item.truth is not None
                 pending.append(error_row(item.sample.key, item.sample.source, item.status, item.error or "",
                                          self.segmenter.spec))
             else:
-                pending.append(self.encode_pool.submit(self._image_row, item, next(results), partial))
+                pending.append(self.encode_pool.submit(self._image_row, item, next(results)))
         rows = [p.result() if isinstance(p, Future) else p for p in pending]
         timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - encode_started
         return rows
 
-    def _image_row(self, item: Decoded, result, partial: PQPartial) -> dict:
-        """The row of a labelled image: its id map as a PNG and its segments; its PQ partial is added."""
+    def _image_row(self, item: Decoded, result) -> dict:
+        """The row of a labelled image: its id map as a PNG and its segments; its views' partials are added."""
         id_map = result.id_map_numpy().astype(np.uint32)  # once: the PNG and the PQ match both take uint32
         status, error = STATUS_OK, None
         if item.truth is not None:
             try:
-                image_partial = self._match_truth(item.sample, item.truth, id_map, result.segments)
-                confusion = Confusion(self._confusion.category_ids)
-                confusion.add_image(item.truth.ids, item.truth.segments, id_map, result.segments, item.sample.source)
+                views = evaluate_truth(item.sample.key, item.sample.source, item.truth, id_map, result.segments,
+                                       self.segmenter.categories)
                 with self._partial_lock:
-                    partial += image_partial
-                    self._confusion += confusion
+                    self._views.add(views)
             except PQInputError as problem:
                 status, error = BAD_GROUND_TRUTH, str(problem)
                 with self._partial_lock:
-                    self._unevaluated += 1
+                    self._views.unevaluated += 1
         height, width = id_map.shape
         png = encode_ids(id_map)
         return image_row(item.sample.key, item.sample.source, width, height, png, result.segments,
                          self.segmenter.spec, status, error)
-
-    def _match_truth(self, sample: Sample, truth: Truth, id_map: np.ndarray, segments: list[dict]) -> PQPartial:
-        """Matches a prediction to its ground truth with panopticapi's rules.
-
-        Raises:
-            PQInputError: the ground truth is missing, unreadable, of another size, or inconsistent; the message
-                names the image and what is wrong.
-        """
-        if truth.error is not None:
-            raise PQInputError(truth.error)
-        if truth.size is not None and truth.ids.shape != tuple(truth.size):
-            raise PQInputError(
-                f"Image {truth.image_id}: gt PNG is {truth.ids.shape[1]}x{truth.ids.shape[0]} but the images list "
-                f"says {truth.size[1]}x{truth.size[0]} (width x height)")
-        return match_image(truth.image_id, truth.ids, truth.segments, id_map, segments, self.segmenter.categories,
-                           truth.rank)
 
     def close(self) -> None:
         """Stops the thread pools."""
@@ -297,14 +268,46 @@ class ShardWorker:
         self.encode_pool.shutdown()
 
 
-def shard_stats(rows: list[dict], unevaluated: int = 0, confusion: Confusion | None = None) -> dict:
-    """A shard's summable statistics: label statistics of its rows, the count of images whose ground truth
-    could not be used, and the semantic confusion matrix of the images matched to ground truth (or None)."""
+def read_truth(ref: TruthRef, storage_options: Mapping | None = None) -> Truth:
+    """Reads and decodes the ground-truth PNG of a COCO panoptic dataset's image; a missing or unreadable PNG
+    becomes the Truth's ``error``."""
+    found = Truth(ref.rank, ref.image_id, segments=list(ref.segments_info), size=ref.size)
+    try:
+        found.ids = decode_ids(storage.read_bytes(ref.png_uri, storage_options))
+    except FileNotFoundError:
+        found.error = f"ground-truth PNG {ref.png_uri} of image {ref.image_id} does not exist"
+    except PNGError as error:
+        found.error = f"ground-truth PNG {ref.png_uri} of image {ref.image_id} is unreadable: {error}"
+    return found
+
+
+def evaluate_truth(key: str, source: str, truth: Truth, id_map: np.ndarray, segments: list[dict],
+                   categories: Categories) -> ImageViews:
+    """Matches a prediction to its ground truth with panopticapi's rules; every view's partial.
+
+    Raises:
+        PQInputError: the ground truth is missing, unreadable, of another size, or inconsistent; the message
+            names the image and what is wrong.
+    """
+    if truth.error is not None:
+        raise PQInputError(truth.error)
+    if truth.size is not None and truth.ids.shape != tuple(truth.size):
+        raise PQInputError(
+            f"Image {truth.image_id}: gt PNG is {truth.ids.shape[1]}x{truth.ids.shape[0]} but the images list "
+            f"says {truth.size[1]}x{truth.size[0]} (width x height)")
+    return evaluate_image(key, source, truth.rank, truth.ids, truth.segments, id_map, segments, categories)
+
+
+def shard_stats(rows: list[dict], views: ShardViews | None = None) -> dict:
+    """A shard's summable statistics: label statistics of its rows and, from ``views``, the count of images whose
+    ground truth could not be used and the partials of the semantic, PQ-extras and instance views (None where no
+    image was matched to ground truth)."""
     stats = LabelStats()
     for row in rows:
         if row["panoptic_png"] is None:
             stats.add_failure(row["status"])
         else:
             stats.add_image(row["width"], row["height"], row["segments"], row["status"])
-    return {"version": STATS_VERSION, "stats": stats.to_json(), "truth_unevaluated": unevaluated,
-            "semantic": confusion.to_json() if confusion is not None else None}
+    fields = views.stats_fields() if views is not None else {
+        "truth_unevaluated": 0, "semantic": None, "pq_extras": None, "instances": None}
+    return {"version": STATS_VERSION, "stats": stats.to_json(), **fields}

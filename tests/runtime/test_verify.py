@@ -84,8 +84,9 @@ def rewrite_rows(labels: Path, shard_id: str, change, fix_stats: bool = False) -
     marker_path.write_text(json.dumps(marker))
     if fix_stats:
         stats_path = labels / "stats" / f"{shard_id}.json"
-        unevaluated = json.loads(stats_path.read_text())["truth_unevaluated"]
-        stats_path.write_text(json.dumps(shard_stats(rows, unevaluated)))
+        document = json.loads(stats_path.read_text())
+        document["stats"] = shard_stats(rows)["stats"]
+        stats_path.write_text(json.dumps(document))
     return rows
 
 

@@ -1,0 +1,94 @@
+"""The instance view: RLEs from one pass over a map equal pycocotools' own encoding; mask AP from the partials
+equals COCOeval run directly on the same masks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from segcore.metrics.instances import InstancePartial, image_instances, instance_scores, rle_counts
+from segcore.png import decode_ids
+
+
+def encoded(id_map: np.ndarray, segment_id: int) -> str:
+    return mask_utils.encode(np.asfortranarray((id_map == segment_id).astype(np.uint8)))["counts"].decode()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_rle_counts_equal_pycocotools_encode(seed):
+    rng = np.random.default_rng(seed)
+    height, width = rng.integers(1, 40, size=2)
+    id_map = rng.integers(0, 5, size=(height, width)).astype(np.uint32)
+    if seed % 2:
+        id_map = np.kron(id_map, np.ones((3, 2), np.uint32))  # long runs, across columns
+    ids = [0, 1, 2, 3, 4, 77]  # 77: absent, an empty mask
+    assert rle_counts(id_map, ids) == [encoded(id_map, i) for i in ids]
+
+
+def test_rle_counts_of_whole_and_single_pixel_masks():
+    full = np.full((4, 3), 9, np.uint32)
+    assert rle_counts(full, [9, 1]) == [encoded(full, 9), encoded(full, 1)]
+    single = np.zeros((5, 5), np.uint32)
+    single[4, 4] = 2
+    assert rle_counts(single, [2]) == [encoded(single, 2)]
+    assert rle_counts(single, []) == []
+
+
+def test_ap_of_the_coco_sample_against_itself_is_one(coco_sample, coco_gt, coco_categories):
+    partial = InstancePartial()
+    for rank, annotation in enumerate(coco_gt["annotations"]):
+        ids = decode_ids((coco_sample / "panoptic_examples" / annotation["file_name"]).read_bytes())
+        predictions = [dict(s, score=1.0) for s in annotation["segments_info"] if not s["iscrowd"]]
+        partial += image_instances(rank, ids, annotation["segments_info"], ids, predictions, coco_categories)
+    scores = instance_scores(InstancePartial.from_json(json.loads(json.dumps(partial.to_json()))), coco_categories)
+    assert scores["AP"] == 1.0 and scores["AP50"] == 1.0 and scores["AP75"] == 1.0
+    assert any(g["iscrowd"] for g in partial.gt)  # the sample's crowd regions are part of the ground truth
+    present = {s["category_id"] for a in coco_gt["annotations"] for s in a["segments_info"] if not s["iscrowd"]}
+    assert {k for k, v in scores["per_class"].items() if v != -1} == present & {c.id for c in coco_categories
+                                                                                if c.isthing}
+    assert all(v == pytest.approx(1.0) for k, v in scores["per_class"].items() if k in present)
+
+
+def test_ap_with_perturbed_predictions_equals_cocoeval_on_the_same_masks(coco_sample, coco_gt, coco_categories):
+    rng = np.random.default_rng(5)
+    things = {c.id for c in coco_categories if c.isthing}
+    partial = InstancePartial()
+    gt_annotations, results, images = [], [], []
+    for rank, annotation in enumerate(coco_gt["annotations"]):
+        gt_ids = decode_ids((coco_sample / "panoptic_examples" / annotation["file_name"]).read_bytes())
+        pred_ids = np.roll(gt_ids, 3, axis=1)  # every prediction shifted: IoUs below 1
+        pred_ids[rng.random(pred_ids.shape) < 0.1] = 0
+        segments = [s for s in annotation["segments_info"] if not s["iscrowd"]][1:]  # one missed
+        predictions = [dict(s, score=float(rng.random())) for s in segments]
+        partial += image_instances(rank, gt_ids, annotation["segments_info"], pred_ids, predictions,
+                                   coco_categories)
+        height, width = gt_ids.shape
+        images.append({"id": rank, "height": height, "width": width})
+        for s in annotation["segments_info"]:
+            if s["category_id"] in things:
+                rle = mask_utils.encode(np.asfortranarray((gt_ids == s["id"]).astype(np.uint8)))
+                gt_annotations.append({"id": len(gt_annotations) + 1, "image_id": rank, "iscrowd": s["iscrowd"],
+                                       "category_id": s["category_id"], "area": s["area"], "segmentation": rle,
+                                       "bbox": list(s["bbox"])})
+        for s in predictions:
+            if s["category_id"] in things:
+                rle = mask_utils.encode(np.asfortranarray((pred_ids == s["id"]).astype(np.uint8)))
+                results.append({"image_id": rank, "category_id": s["category_id"], "segmentation": rle,
+                                "score": s["score"]})
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": gt_annotations,
+                  "categories": [{"id": c} for c in sorted(things)]}
+    gt.createIndex()
+    evaluator = COCOeval(gt, gt.loadRes(results), iouType="segm")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    scores = instance_scores(partial, coco_categories)
+    assert 0 < scores["AP"] < 1
+    assert [scores[name] for name in ("AP", "AP50", "AP75", "APs", "APm", "APl")] == list(evaluator.stats[:6])
+    assert scores["AR100"] == evaluator.stats[8]

@@ -138,3 +138,22 @@ def test_an_import_resumes_and_refuses_another_jobs_output(coco_sample, coco_gt,
         del document["categories"]
         (tmp_path / "nocat.json").write_text(json.dumps(document))
         import_coco_panoptic(str(tmp_path / "nocat.json"), str(tmp_path / "other"), pred_dir=str(tmp_path / "pred"))
+
+
+def test_the_cli_imports_and_refuses_mixed_or_bad_requests(coco_sample, coco_gt, tmp_path, capsys):
+    from jobs import export
+
+    pred_json = perturbed_predictions(coco_sample, coco_gt, tmp_path)
+    gt = str(coco_sample / "panoptic_examples.json")
+    out = str(tmp_path / "out")
+    assert export.main(["--import-coco-json", str(pred_json), "--output", out, "--gt", gt]) == 0
+    assert "imported 2 images into 1 shards" in capsys.readouterr().out
+    assert export.main(["--import-coco-json", str(pred_json), "--output", out, "--images-per-shard", "1"]) == 2
+    assert "differ" in capsys.readouterr().err  # another job's output: refused, nothing lost
+    assert export.main(["--import-coco-json", str(tmp_path / "none.json"), "--output", str(tmp_path / "o2")]) == 2
+    assert "none.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        export.main(["--import-coco-json", str(pred_json), "--output", out, "--coco-json", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit):
+        export.main(["--output", out, "--coco-json", str(tmp_path / "x.json"), "--gt", gt])
+    assert "only with --import-coco-json" in capsys.readouterr().err

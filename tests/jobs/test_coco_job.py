@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from jobs import evaluate as evaluate_job
@@ -59,6 +60,28 @@ def test_a_coco_dataset_with_gt_gives_the_standalone_evaluators_metrics(ray_with
     fp = sum(counts["fp"] for counts in metrics["per_class_counts"].values())
     fn = sum(counts["fn"] for counts in metrics["per_class_counts"].values())
     assert fn > 0 and fp > 0  # both sides of the matching were exercised
+    assert {"semantic", "instances", "pq_by_size", "per_image", "category_confusion"} <= set(metrics)
+    # the export imported again: the same maps and segments, and the same metrics in every view
+    imported = tmp_path / "imported"
+    assert export.main(["--import-coco-json", str(pred_json), "--output", str(imported), "--gt", str(GT_JSON)]) == 0
+    job_rows, import_rows = table_rows(out), table_rows(imported)
+    assert [r["image_id"] for r in job_rows] == [r["image_id"] for r in import_rows]
+    for job_row, import_row in zip(job_rows, import_rows):
+        for key in ("width", "height", "panoptic_png", "segments", "status"):
+            assert job_row[key] == import_row[key], (job_row["image_id"], key)
+    again = json.loads((imported / "metrics.json").read_text())
+    for key in ("pq", "pq_exact", "per_class_counts", "images", "semantic", "instances", "pq_by_size",
+                "category_confusion", "stats"):
+        assert again[key] == metrics[key], key
+    for worst_job, worst_import in zip(metrics["per_image"]["worst"], again["per_image"]["worst"]):
+        assert {**worst_job, "source": None} == {**worst_import, "source": None}
+
+
+def table_rows(out: Path) -> list[dict]:
+    """Every committed row of an output, in shard order."""
+    output = Output.open(str(out))
+    return [row for shard_id in sorted(committed_shards(output))
+            for row in pq.read_table(out / "shards" / f"{shard_id}.parquet").to_pylist()]
 
 
 def test_a_model_whose_labels_are_not_the_gt_categories_is_refused_at_start(tmp_path, capsys):

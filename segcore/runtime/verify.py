@@ -9,7 +9,8 @@ The ``_done/<shard>`` marker is the truth (see :func:`segcore.io.commit.commit_s
   segment's area and bbox (COCO ``[x, y, w, h]``, ``w = x_max - x_min + 1``) are the PNG's; categories are the
   manifest's and ``isthing`` agrees with them;
 * rows with ``status != "ok"`` are exactly the lines of ``errors/<shard>.jsonl``; ``ok`` rows carry no error;
-* ``stats/<shard>.json`` equals the statistics recomputed from the rows; ``pq/<shard>.json`` is a PQ partial
+* ``stats/<shard>.json`` equals the statistics recomputed from the rows (its per-image records are evaluated
+  rows, with one predicted instance RLE per thing segment); ``pq/<shard>.json`` is a PQ partial
   of no more images than the rows with a PNG.
 
 Shards of the manifest without a marker are pending (not a problem). A marker of a shard the manifest does not
@@ -392,6 +393,38 @@ def _check_stats_file(output: Output, shard_id: str, marker: Mapping, rows: list
     if not bad_truth <= unevaluated <= bad_truth + unlabelled:
         report(f"Expected truth_unevaluated in {name} between the {bad_truth} rows with bad ground truth and "
                f"{bad_truth + unlabelled} (those and the unlabelled rows), but got {unevaluated}")
+    _check_views(document, rows, name, report)
+
+
+def _check_views(document: Mapping, rows: list[dict], name: str, report) -> None:
+    """The views' partials in a statistics file: one per-image record per evaluated row (ok, with a map), and as
+    many predicted instance RLEs per image as its row has thing segments."""
+    extras, instances = document.get("pq_extras"), document.get("instances")
+    if extras is None or instances is None:
+        if (extras is None) != (instances is None) or (extras is None) != (document.get("semantic") is None):
+            report(f"Expected the semantic, pq_extras and instances entries of {name} to be all set or all null")
+        return
+    by_key = {row["image_id"]: row for row in rows}
+    try:
+        ranks = {}
+        for record in extras["images"]:
+            row = by_key.get(record["image_id"])
+            if row is None or row["status"] != STATUS_OK or row["panoptic_png"] is None:
+                report(f"Expected every per-image record in {name} to be an evaluated row, but "
+                       f"{record['image_id']!r} is not", record["image_id"])
+                continue
+            ranks[record["rank"]] = row
+        if sorted(ranks) != sorted(image["rank"] for image in instances["images"]):
+            report(f"Expected the instance view in {name} to hold the images of its per-image records")
+            return
+        predicted = Counter(segment["rank"] for segment in instances["dt"])
+        for rank, row in ranks.items():
+            things = sum(bool(segment["isthing"]) for segment in row["segments"])
+            if predicted[rank] != things:
+                report(f"Expected {things} predicted instance RLEs for the row's thing segments in {name}, but got "
+                       f"{predicted[rank]}", row["image_id"])
+    except (KeyError, TypeError) as error:
+        report(f"Expected readable pq_extras and instances entries in {name}, but got {error!r}")
 
 
 def _check_partials_file(output: Output, shard_id: str, marker: Mapping, rows: list[dict] | None, report) -> None:

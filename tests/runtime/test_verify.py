@@ -219,3 +219,17 @@ def test_a_file_the_marker_does_not_vouch_for_is_a_warning(copy):
     assert report.ok and [str(p) for p in report.warnings] == [
         ("warning: corpus-00000: Expected no errors/corpus-00000.jsonl, as the marker does not vouch for one, but "
          "it exists (left by an earlier attempt; ignored by the reduce)")]
+
+
+def test_instance_rles_that_disagree_with_the_rows_are_caught(copy):
+    stats_path = copy / "stats" / "corpus-00000.json"
+    document = json.loads(stats_path.read_text())
+    dropped = document["instances"]["dt"].pop()
+    stats_path.write_text(json.dumps(document))
+    found = messages(verify_output(str(copy)))
+    assert any("predicted instance RLEs" in m and "corpus-00000" in m for m in found), found
+    document["instances"]["dt"].append(dropped)
+    document["pq_extras"]["images"][0]["image_id"] = "no-such-image"
+    stats_path.write_text(json.dumps(document))
+    found = messages(verify_output(str(copy)))
+    assert any("'no-such-image' is not" in m for m in found), found

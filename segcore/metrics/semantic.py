@@ -71,6 +71,27 @@ class Confusion:
         size = void + 1
         self.matrix += np.bincount((gt * size + pred).ravel(), minlength=size * size).reshape(size, size)
 
+    def add_pairs(self, pair_counts: np.ndarray, gt_categories: np.ndarray, pred_categories: np.ndarray) -> None:
+        """Adds a joint histogram of segment pairs (e.g. the PQ match's): ``pair_counts[i, j]`` pixels whose gt
+        segment has category ``gt_categories[i]`` and whose prediction ``pred_categories[j]`` (-1: VOID).
+
+        Equal to :meth:`add_image` on the maps the histogram was counted from, without another pass over them.
+
+        Raises:
+            ValueError: a category is not in ``category_ids``.
+        """
+        column = {category_id: index for index, category_id in enumerate(self.category_ids)}
+        void = len(self.category_ids)
+
+        def columns(categories: np.ndarray) -> np.ndarray:
+            try:
+                return np.array([void if c < 0 else column[c] for c in categories.tolist()], np.int64)
+            except KeyError as error:
+                raise ValueError(f"Expected categories of {self.category_ids}, but got {error.args[0]}") from None
+
+        rows, cols = np.nonzero(pair_counts)
+        np.add.at(self.matrix, (columns(gt_categories)[rows], columns(pred_categories)[cols]), pair_counts[rows, cols])
+
     def __iadd__(self, other: "Confusion") -> "Confusion":
         if other.category_ids != self.category_ids:
             raise ValueError("Expected confusion matrices over the same categories, but they differ")

@@ -44,8 +44,9 @@ def evaluate_image(image_id: str, source: str, rank: int, gt_ids: np.ndarray, gt
         segcore.metrics.pq.PQInputError: the ground truth or the prediction is inconsistent (see match_image).
     """
     match = match_image_details(image_id, gt_ids, gt_segments, pred_ids, pred_segments, categories, rank)
-    confusion = Confusion.for_categories(categories)
-    confusion.add_image(gt_ids, gt_segments, pred_ids, pred_segments, source)
+    confusion = Confusion.for_categories(categories)  # from the match's joint histogram: no pass over the maps
+    confusion.add_pairs(match.counts, np.where(match.gt.listed, match.gt.category, -1),
+                        np.where(match.pred.listed, match.pred.category, -1))
     return ImageViews(match.partial, confusion, image_extras(match, image_id, source, rank),
                       image_instances(rank, gt_ids, gt_segments, pred_ids, pred_segments, categories))
 

@@ -73,3 +73,19 @@ def test_merged_partials_equal_the_whole_and_survive_json(seeds, cut):
     first += Confusion.from_json(json.loads(json.dumps(second.to_json())))
     assert np.array_equal(first.matrix, whole.matrix)
     assert semantic_scores(first, CATS) == semantic_scores(whole, CATS)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_confusion_from_the_pq_matchs_histogram_equals_the_one_from_the_maps(seed):
+    from test_extras import CATEGORIES, random_pair
+
+    from segcore.metrics.pq import match_image_details
+
+    gt, gt_segments, pred, pred_segments = random_pair(np.random.default_rng(seed))
+    from_maps = Confusion.for_categories(CATEGORIES)
+    from_maps.add_image(gt, gt_segments, pred, pred_segments)
+    match = match_image_details("r", gt, gt_segments, pred, pred_segments, CATEGORIES)
+    from_pairs = Confusion.for_categories(CATEGORIES)
+    from_pairs.add_pairs(match.counts, np.where(match.gt.listed, match.gt.category, -1),
+                         np.where(match.pred.listed, match.pred.category, -1))
+    assert from_maps.matrix.sum() == gt.size and np.array_equal(from_pairs.matrix, from_maps.matrix)

@@ -77,7 +77,7 @@ def reduce_output_job(uri: str, storage_options: dict, per_class: bool) -> int:
     if not output.fs.exists(output.path(MANIFEST)):
         print(f"error: Expected a jobs.label output with {MANIFEST} at {uri}, but found none", file=sys.stderr)
         return 2
-    results = reduce_output(output)
+    results = reduce_output(output, storage_options)
     if "pq" in results:
         print(format_table(results["pq"], job_categories_of(output), per_class=per_class))
     else:

@@ -127,7 +127,7 @@ def import_coco_panoptic(
                 rows = _import_shard(output, shard_id, shards[shard_id], categories, truth, storage_options, pool)
                 images += len(rows)
                 errors += sum(row["status"] != STATUS_OK for row in rows)
-        metrics = reduce_output(output)
+        metrics = reduce_output(output, storage_options)
     finally:
         lock.release()
     return ImportSummary(len(pending), len(shards) - len(pending), images, errors, metrics)

@@ -150,7 +150,7 @@ def reduce_job(config) -> dict:
     from segcore.io.commit import Output
     from segcore.runtime.reduce import reduce_output
 
-    return reduce_output(Output.open(config.output, config.storage_options))
+    return reduce_output(Output.open(config.output, config.storage_options), config.storage_options)
 
 
 def _count(result: dict, summary: dict, finished: float) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from segcore.categories import Categories, categories_from_json
 from segcore.io.commit import MANIFEST, Output, committed_shards, read_marker, write_whole
@@ -17,6 +18,7 @@ from segcore.metrics.instances import InstancePartial, format_instance_scores, i
 from segcore.metrics.pq import PQPartial
 from segcore.metrics.semantic import Confusion, format_scores, semantic_scores
 from segcore.metrics.stats import LabelStats, format_summary, summary
+from segcore.report import write_html_report
 from segcore.runtime.evaluation import format_table, results_document
 
 logger = logging.getLogger(__name__)
@@ -80,8 +82,11 @@ def job_categories_of(output: Output) -> Categories:
     return categories_from_json(manifest["categories"])
 
 
-def reduce_output(output: Output) -> dict:
-    """Writes ``metrics.json`` and ``report.md`` for the committed shards and returns the metrics.
+def reduce_output(output: Output, storage_options: Mapping | None = None) -> dict:
+    """Writes ``metrics.json``, ``report.md`` and ``report.html`` for the committed shards; returns the metrics.
+
+    ``report.html`` (segcore.report) adds plots and a gallery of overlays of the worst and best images (or a
+    sample without ground truth), for which it reads those few images with ``storage_options``.
 
     ``metrics.json`` holds ``"stats"`` (label statistics) always; with ground truth also panopticapi's dict
     under ``"pq"`` (plus ``pq_exact``, ``per_class_counts``, ``images``) and ``truth_unevaluated``, the count
@@ -108,6 +113,7 @@ def reduce_output(output: Output) -> dict:
         document["instances"] = instance_scores(merged.instances, categories)
     write_whole(output, output.path("metrics.json"), json.dumps(document, indent=1).encode())
     write_whole(output, output.path("report.md"), report_markdown(document, categories).encode())
+    write_html_report(output, document, categories, storage_options)
     if merged.pq.images:
         logger.info("reduce: PQ %.4f over %d images", document["pq"]["All"]["pq"], merged.pq.images)
     logger.info("reduce: %d shards, %d images", merged.shards, merged.stats.images)

@@ -348,7 +348,7 @@ def profile(worker: ShardWorker, spec: ShardSpec, samples: list[dict], n: int, t
     for i in range(n):
         decoded = worker._decode(gt_samples[i], i, None)
         result = PanopticResult(torch.from_numpy(samples[i]["pred_ids"]), samples[i]["pred_segments"])
-        rows.append(image_row_call(decoded, result))
+        rows.append(image_row_call(decoded, result)[0])
     table_to_parquet(rows_to_table(rows))
     json.dumps(shard_stats(rows))
     profiler.disable()

@@ -43,6 +43,9 @@ class Segmenter(Protocol):
         device: where the model and its results live.
         categories: the dataset categories its segments use.
         label_map: the model's label index -> dataset category id.
+
+    A segmenter may also have ``batch_key(height, width)``: images with equal keys share a padded input size,
+    and the worker batches them together (without it, images are batched by :func:`orientation`).
     """
 
     spec: str
@@ -62,6 +65,11 @@ class Segmenter(Protocol):
     def describe(self) -> dict:
         """What the manifest records: spec, resolved source, label map, thresholds, dtype."""
         ...
+
+
+def orientation(height: int, width: int) -> str:
+    """The batching key of a segmenter without ``batch_key``: images of one orientation pad each other least."""
+    return "landscape" if width > height else "portrait" if height > width else "square"
 
 
 class StageClock:

@@ -194,6 +194,12 @@ class HFSegmenter:
         self.task_inputs = task_inputs
         self._takes_pixel_mask = "pixel_mask" in inspect.signature(model.forward).parameters
         self._class_output, self._mask_output = FAMILIES[family][1:3]
+        self.pixels = [0, 0]  # image pixels, and pixels of the padded batches, fed to the model so far
+
+    def batch_key(self, height: int, width: int) -> tuple[int, int]:
+        """The padded input size an image of this size takes: images of one key batch without padding waste
+        (EoMT's fixed square: one key for all)."""
+        return self.preprocessing.pad_size or self.preprocessing.resized_size(height, width)
 
     def segment(
         self, images: Sequence[np.ndarray | torch.Tensor], timings: dict[str, float] | None = None
@@ -211,6 +217,8 @@ class HFSegmenter:
         with torch.inference_mode():
             tensors = images_to_device(images, self.device)
             pixel_values, pixel_mask, valid_sizes = prepare_batch(tensors, self.preprocessing)
+            self.pixels[0] += sum(h * w for h, w in valid_sizes)
+            self.pixels[1] += pixel_mask.numel()
             clock.lap("preprocess")
             class_logits, mask_logits = self.forward(pixel_values, pixel_mask)
             clock.lap("forward")

@@ -73,7 +73,8 @@ def run_label_job(config) -> dict:
     Returns:
         ``{"done", "skipped", "failed" (shard id -> last error), "images", "errors", "seconds", "stages"
         (seconds per stage summed over shards), "shards" (per committed shard: shard_id, started and seconds,
-        started counted from the job's start), "claim", "categories"}``.
+        started counted from the job's start), "claim", "categories", and "batch_pixels" (image pixels and
+        padded batch pixels fed to the model, where the segmenter counts them)}``.
     """
     from segcore.runtime.labeling import plan
 
@@ -162,6 +163,10 @@ def _count(result: dict, summary: dict, finished: float) -> None:
     result["errors"] += summary["errors"]
     for stage, seconds in summary["stages"].items():
         result["stages"][stage] = result["stages"].get(stage, 0.0) + seconds
+    if "batch_pixels" in summary:
+        pixels = result.setdefault("batch_pixels", [0, 0])
+        pixels[0] += summary["batch_pixels"][0]
+        pixels[1] += summary["batch_pixels"][1]
 
 
 def _log_progress(result: dict, total: int, started: float) -> None:

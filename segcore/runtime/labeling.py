@@ -228,5 +228,9 @@ def summary_lines(result: Mapping) -> list[str]:
         f"images: {result['images']} ({result['errors']} error rows) in {result['seconds']:.1f} s "
         f"= {result['images'] / max(result['seconds'], 1e-9):.1f} img/s",
     ]
+    image_pixels, batch_pixels = result.get("batch_pixels") or (0, 0)
+    if batch_pixels:
+        lines.append(f"padding: {100 * (1 - image_pixels / batch_pixels):.1f} % of the pixels fed to the model "
+                     "(images are batched by padded input size)")
     lines += [f"FAILED {shard_id}: {error}" for shard_id, error in sorted(result["failed"].items())]
     return lines

@@ -31,6 +31,7 @@ from segcore.io.truth import GroundTruth, TruthRef
 from segcore.metrics.pq import PQInputError
 from segcore.metrics.stats import LabelStats
 from segcore.metrics.views import ImageViews, ShardViews, evaluate_image
+from segcore.models.base import orientation
 from segcore.models.registry import ModelOptions, load_segmenter
 from segcore.png import PNGError, decode_ids, encode_ids
 
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 RANK_STRIDE = 1_000_000_000  # embedded ground truth: rank = shard index * stride + position in the shard
 BAD_GROUND_TRUTH = "bad_ground_truth"
 STATS_VERSION = 1
+BUCKET_HOLD = 4  # batches' worth of decoded images that may wait in the size buckets
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,8 @@ class ShardWorker:
     def label_shard(self, spec: ShardSpec, shard_index: int = 0, truth: GroundTruth | None = None) -> dict:
         """Labels every image of a shard and commits it; returns a summary (counts and seconds per stage).
 
-        Stages: ``read`` (shard stream), ``decode`` (summed over the decode threads, overlapping the rest),
+        The summary's ``batch_pixels``, where the segmenter counts them, are the image pixels and the padded
+        batch pixels fed to the model. Stages: ``read`` (shard stream), ``decode`` (summed over the decode threads, overlapping the rest),
         ``decode_wait`` (the model side waiting for decoded images), the segmenter's own (pre-process, forward,
         post-process), ``encode`` (PNG rows, ground-truth matching) and ``write`` (Parquet and commit).
 
@@ -130,14 +133,16 @@ class ShardWorker:
         """
         started = time.perf_counter()
         timings: dict[str, float] = {}
-        rows, errors = [], []
         self._views = ShardViews(self.segmenter.categories)  # every view of the images with ground truth
+        pixels_before = list(getattr(self.segmenter, "pixels", (0, 0)))
         self._decode_seconds = 0.0
+        labelled: list[tuple[int, dict]] = []
         for batch in self._batches(self._decoded(spec, shard_index, truth, timings)):
-            for row in self._label_batch(batch, timings):
-                rows.append(row)
-                if row["status"] != STATUS_OK:
-                    errors.append({k: row[k] for k in ("image_id", "source", "status", "error")})
+            labelled += zip([position for position, _ in batch],
+                            self._label_batch([item for _, item in batch], timings))
+        rows = [row for _, row in sorted(labelled, key=lambda pair: pair[0])]  # shard order, whatever the batches
+        errors = [{k: row[k] for k in ("image_id", "source", "status", "error")} for row in rows
+                  if row["status"] != STATUS_OK]
         write_started = time.perf_counter()
         data = table_to_parquet(rows_to_table(rows))
         error_lines = "".join(json.dumps(e) + "\n" for e in errors).encode()
@@ -153,6 +158,9 @@ class ShardWorker:
             "seconds": time.perf_counter() - started,
             "stages": timings,
         }
+        pixels = getattr(self.segmenter, "pixels", None)  # [image pixels, padded batch pixels], when counted
+        if pixels is not None:  # padding waste = 1 - image pixels / batch pixels
+            summary["batch_pixels"] = [pixels[0] - pixels_before[0], pixels[1] - pixels_before[1]]
         logger.info("shard %s: %d images, %d errors", spec.shard_id, len(rows), len(errors))
         return summary
 
@@ -215,19 +223,38 @@ class ShardWorker:
             found.error = f"{sample.source}: ground-truth PNG is unreadable: {error}"
         return found
 
-    def _batches(self, decoded: Iterator[Decoded]) -> Iterator[list[Decoded]]:
-        """Groups decoded samples into lists of ``batch_size``."""
-        batch: list[Decoded] = []
-        for item in decoded:
-            batch.append(item)
-            if len(batch) == self.config.batch_size:
+    def _batches(self, decoded: Iterator[Decoded]) -> Iterator[list[tuple[int, Decoded]]]:
+        """Groups decoded samples, with their positions in the shard, into batches of images of one padded size.
+
+        Images go to a bucket by the segmenter's ``batch_key`` (its padded input size; without one, by
+        orientation), and a bucket is a batch once it holds ``batch_size`` images, so a batch carries no padding
+        between images of different shapes. At most ``BUCKET_HOLD * batch_size`` images wait in the buckets (the
+        fullest goes then, short); the rest go at the end of the shard, in the order their buckets opened.
+        Samples that failed to decode go at once, alone (they take no place in a forward pass).
+        """
+        size = self.config.batch_size
+        key_of = getattr(self.segmenter, "batch_key", None) or orientation
+        buckets: dict = {}
+        held = 0
+        for position, item in enumerate(decoded):
+            if item.image is None:
+                yield [(position, item)]
+                continue
+            key = key_of(*item.image.shape[:2])
+            buckets.setdefault(key, []).append((position, item))
+            held += 1
+            if len(buckets[key]) == size:
+                held -= size
+                yield buckets.pop(key)
+            elif held > BUCKET_HOLD * size:
+                batch = buckets.pop(max(buckets, key=lambda k: len(buckets[k])))
+                held -= len(batch)
                 yield batch
-                batch = []
-        if batch:
-            yield batch
+        yield from buckets.values()
 
     def _label_batch(self, batch: list[Decoded], timings: dict[str, float]) -> list[dict]:
-        """Segments the batch's good images and builds every row, in the batch's order; matches ground truth."""
+        """Segments the batch's good images and builds every row, in the batch's order; matches ground truth and
+        adds the images' views to the shard's, in the batch's order (so the sums do not depend on threads)."""
         good = [item for item in batch if item.image is not None]
         results = iter(self.segmenter.segment([item.image for item in good], timings) if good else [])
         encode_started = time.perf_counter()
@@ -239,28 +266,31 @@ class ShardWorker:
                                          self.segmenter.spec))
             else:
                 pending.append(self.encode_pool.submit(self._image_row, item, next(results)))
-        rows = [p.result() if isinstance(p, Future) else p for p in pending]
+        rows = []
+        for done in pending:
+            row, views = done.result() if isinstance(done, Future) else (done, None)
+            rows.append(row)
+            if views is not None:
+                self._views.add(views)
+            elif row["status"] == BAD_GROUND_TRUTH:
+                self._views.unevaluated += 1
         timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - encode_started
         return rows
 
-    def _image_row(self, item: Decoded, result) -> dict:
-        """The row of a labelled image: its id map as a PNG and its segments; its views' partials are added."""
+    def _image_row(self, item: Decoded, result) -> tuple[dict, ImageViews | None]:
+        """The row of a labelled image (its id map as a PNG, its segments) and, with ground truth, its views."""
         id_map = result.id_map_numpy().astype(np.uint32)  # once: the PNG and the PQ match both take uint32
-        status, error = STATUS_OK, None
+        status, error, views = STATUS_OK, None, None
         if item.truth is not None:
             try:
                 views = evaluate_truth(item.sample.key, item.sample.source, item.truth, id_map, result.segments,
                                        self.segmenter.categories)
-                with self._partial_lock:
-                    self._views.add(views)
             except PQInputError as problem:
                 status, error = BAD_GROUND_TRUTH, str(problem)
-                with self._partial_lock:
-                    self._views.unevaluated += 1
         height, width = id_map.shape
         png = encode_ids(id_map)
         return image_row(item.sample.key, item.sample.source, width, height, png, result.segments,
-                         self.segmenter.spec, status, error)
+                         self.segmenter.spec, status, error), views
 
     def close(self) -> None:
         """Stops the thread pools."""

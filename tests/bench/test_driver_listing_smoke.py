@@ -20,7 +20,8 @@ def test_smoke_run_reports_every_step_for_both_inputs(tmp_path):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     document = json.loads(out.read_text())
-    assert {"args", "machine", "load", "files_seconds", "rows"} <= set(document)
+    assert {"args", "machine", "load", "files_seconds", "rows", "manifest_encoding"} <= set(document)
+    assert set(document["manifest_encoding"]) == {"indent=1", "compact"}
     assert {(row["input"], row["count"]) for row in document["rows"]} == {
         ("brace", 10), ("glob", 10), ("brace", 100), ("glob", 100)}
     for row in document["rows"]:

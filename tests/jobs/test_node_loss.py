@@ -2,16 +2,19 @@
 
 A ``ray.cluster_utils.Cluster`` runs in this process: a head (the driver's node, no GPU) and two worker nodes with
 one fake GPU each, so the single actor (one GPU) lives on one worker node and can only come back on the other.
-The node holding the actor is removed without a graceful shutdown while the actor reads a shard after the first;
+The node holding the actor is frozen (SIGSTOP: a lost node stops at once) and removed without a graceful shutdown
+while the actor reads a shard after the first;
 the job must still commit every shard exactly once, with the same PQ as an uninterrupted run.
 The actor's process is found through ``/proc`` among the descendants of each node's raylet (Linux only).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -186,8 +189,14 @@ def test_a_node_lost_mid_shard_moves_its_actor_and_shard_to_the_surviving_node(c
 
         node, pid, lost_shard = wait_for(actor_mid_shard, 120, "the actor to read a shard after the first")
         (survivor,) = cluster.worker_nodes - {node}
+        # A lost node stops at once: freeze the actor first, so it cannot finish the shard while the node's
+        # processes are torn down (which takes seconds on a loaded machine), then kill what the node leaves.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
         removed_at = time.time()
         cluster.remove_node(node, allow_graceful=False)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
         wait_for(lambda: _process_stat(pid) is None, 30, "the lost node's actor process to exit")
         assert not Path(output.marker_path(lost_shard)).exists(), f"{lost_shard} was committed before the loss"
         assert SHARD_IDS[0] in committed_shards(output)

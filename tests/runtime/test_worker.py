@@ -89,3 +89,74 @@ def test_a_shard_that_is_not_a_tar_raises_and_commits_nothing(worker, tmp_path):
         worker.label_shard(spec)
     assert spec.shard_id not in committed_shards(worker.output)
     assert not worker.output.fs.exists(worker.output.data_path(spec.shard_id))
+
+
+class RecordingSegmenter:
+    """The real segmenter, recording the image sizes of every batch it is given."""
+
+    def __init__(self, real):
+        self.real = real
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def segment(self, images, timings=None):
+        self.batches.append([tuple(image.shape[:2]) for image in images])
+        return self.real.segment(images, timings)
+
+
+def write_mixed_tar(path, sizes: list[tuple[int, int]]) -> None:
+    with tarfile.open(path, "w") as archive:
+        for index, (height, width) in enumerate(sizes):
+            image = np.asarray(Image.fromarray(make_demo_sample(9, index)[0]).resize((width, height)))
+            add_member(archive, f"{index:06d}.png", image_bytes(image, "PNG"))
+
+
+@pytest.mark.parametrize("distinct", [False, True])
+def test_batches_hold_images_of_one_padded_size_and_rows_keep_the_shard_order(tmp_path, distinct):
+    landscape, portrait, wide = (120, 160), (160, 120), (90, 200)
+    if distinct:  # more sizes than the buckets may hold back: the fullest bucket goes early, short
+        sizes = [(100 + 3 * i, 160) for i in range(14)]
+    else:
+        sizes = [landscape, portrait, wide, landscape, portrait, landscape, landscape, wide, portrait, landscape]
+    write_mixed_tar(tmp_path / "mixed-00000.tar", sizes)
+    worker = ShardWorker(WorkerConfig(output=str(tmp_path / "labels"), model="demo",
+                                      model_options=ModelOptions(device="cpu"), batch_size=3, decode_threads=2,
+                                      encode_threads=2))
+    recording = worker.segmenter = RecordingSegmenter(worker.segmenter)
+    try:
+        (spec,) = list_shards(str(tmp_path / "mixed-00000.tar"))
+        worker.label_shard(spec)
+    finally:
+        worker.close()
+    rows = pq.read_table(worker.output.data_path(spec.shard_id)).to_pylist()
+    assert [r["image_id"] for r in rows] == [f"{i:06d}" for i in range(len(sizes))]
+    assert [(r["height"], r["width"]) for r in rows] == sizes
+    assert sum(len(b) for b in recording.batches) == len(sizes)
+    keys = [{recording.real.batch_key(*size) for size in batch} for batch in recording.batches]
+    if distinct:
+        assert len(recording.batches) < len(sizes)  # some buckets shared a key or went together
+        assert all(len(batch) <= 3 for batch in recording.batches)
+    else:
+        assert all(len(k) == 1 for k in keys)  # no batch mixes padded sizes
+        # the demo pads to (128, 160), (160, 128) and (96, 160): a bucket goes when it holds 3, the rest at the end
+        assert recording.batches == [[landscape] * 3, [portrait] * 3, [wide] * 2, [landscape] * 2]
+
+
+def test_the_shard_summary_reports_the_padding_fed_to_the_model(tmp_path):
+    sizes = [(120, 160), (160, 120), (90, 200), (120, 160)]
+    write_mixed_tar(tmp_path / "mixed-00000.tar", sizes)
+    (spec,) = list_shards(str(tmp_path / "mixed-00000.tar"))
+    worker = ShardWorker(WorkerConfig(output=str(tmp_path / "labels"), model="demo",
+                                      model_options=ModelOptions(device="cpu"), batch_size=4, decode_threads=1,
+                                      encode_threads=1))
+    try:
+        summary = worker.label_shard(spec)
+    finally:
+        worker.close()
+    image_pixels, batch_pixels = summary["batch_pixels"]
+    resized = [worker.segmenter.batch_key(*size) for size in sizes]  # (128, 160) x2, (160, 128), (96, 160)
+    assert image_pixels == sum(h * w for h, w in resized)
+    # buckets: the two landscape images together, the others alone: no padding at all
+    assert batch_pixels == image_pixels

@@ -34,7 +34,7 @@ def decode_rgb(data: bytes, where: str, max_pixels: int = DEFAULT_MAX_PIXELS) ->
             still refuses anything larger than that).
 
     Returns:
-        the image.  # (H, W, 3) uint8
+        the image, read-only (copy it to write into it).  # (H, W, 3) uint8
 
     Raises:
         ImageDecodeError: status ``empty``, ``not_an_image``, ``too_large`` or ``decode_error``; the message
@@ -58,8 +58,10 @@ def decode_rgb(data: bytes, where: str, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         )
     try:
         image.load()
-        image = ImageOps.exif_transpose(image)
-        return np.array(_to_rgb(image), dtype=np.uint8)  # writable: torch.from_numpy warns on read-only arrays
+        ImageOps.exif_transpose(image, in_place=True)
+        if image.mode != "RGB":
+            image = _to_rgb(image)
+        return np.asarray(image)  # read-only, over Pillow's bytes: no further copy
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise ImageDecodeError("decode_error", f"{where}: cannot decode the {image.format} image: {error}") from error
 

@@ -121,7 +121,7 @@ def read_table(data: bytes, where: str) -> pa.Table:
     """
     try:
         table = pq.read_table(io.BytesIO(data))
-    except pa.ArrowInvalid as error:
+    except (pa.ArrowInvalid, OSError) as error:  # in-memory bytes: an OSError is a corrupt page, not I/O
         raise TableError(f"Expected a Parquet file at {where}, but it cannot be read: {error}") from error
     check_schema(table.schema, where)
     return table

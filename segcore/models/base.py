@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence, runtime_checkable
 
@@ -134,7 +135,7 @@ def images_to_device(images: Sequence[np.ndarray | torch.Tensor], device: torch.
     """
     moved = []
     for position, image in enumerate(images):
-        tensor = torch.from_numpy(np.ascontiguousarray(image)) if isinstance(image, np.ndarray) else image
+        tensor = _from_numpy(image) if isinstance(image, np.ndarray) else image
         if tensor.dtype != torch.uint8 or tensor.ndim != 3 or tensor.shape[2] != 3 or 0 in tensor.shape:
             raise ValueError(
                 f"Expected image {position} of the batch to be RGB uint8 (H, W, 3), but got "
@@ -144,6 +145,17 @@ def images_to_device(images: Sequence[np.ndarray | torch.Tensor], device: torch.
             tensor = tensor.pin_memory()
         moved.append(tensor.to(device, non_blocking=True).permute(2, 0, 1))
     return moved
+
+
+def _from_numpy(image: np.ndarray) -> torch.Tensor:
+    """A tensor over the array's memory; read-only arrays (decoded images) too: nothing here writes into it (the
+    pre-processing makes new tensors, and a copy to the GPU goes through pinned memory first)."""
+    image = np.ascontiguousarray(image)
+    if image.flags.writeable:
+        return torch.from_numpy(image)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(image)
 
 
 def segment_boxes(id_map: torch.Tensor, n_ids: int) -> tuple[torch.Tensor, torch.Tensor]:

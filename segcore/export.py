@@ -261,7 +261,8 @@ def instance_annotations(image_id: Any, row: Mapping, first_id: int) -> list[dic
         return []
     rles = encode_thing_masks(decode_ids(row["panoptic_png"]), [s["id"] for s in things])
     return [{"id": first_id + index, "image_id": image_id, "category_id": s["category_id"], "segmentation": rle,
-             "area": s["area"], "bbox": list(s["bbox"]), "iscrowd": 0, "score": s["score"]}
+             "area": s["area"], "bbox": list(s["bbox"]), "iscrowd": 0,
+             "score": 1.0 if s["score"] is None else s["score"]}  # COCOeval needs one: none counts as certain
             for index, (s, rle) in enumerate(zip(things, rles))]
 
 

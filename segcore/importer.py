@@ -139,8 +139,10 @@ def _predictions(document: dict, pred_json: str, folder: str, storage_options: M
     pngs = storage.Folder(folder, storage_options)
     predictions, seen = [], set()
     for number, annotation in enumerate(document["annotations"]):
-        if not isinstance(annotation, dict) or "file_name" not in annotation or "segments_info" not in annotation:
-            raise ValueError(f"Expected annotation {number} of {pred_json} to have file_name and segments_info")
+        if (not isinstance(annotation, dict) or not isinstance(annotation.get("file_name"), str)
+                or not isinstance(annotation.get("segments_info"), list)):
+            raise ValueError(f"Expected annotation {number} of {pred_json} to have a file_name and a "
+                             "segments_info list")
         key = posixpath.splitext(annotation["file_name"])[0]
         if key in seen:
             raise ValueError(f"Expected one annotation per image in {pred_json}, but {annotation['file_name']!r} "
@@ -229,6 +231,8 @@ def _read_prediction(prediction: _Prediction, categories: Categories,
     present = {int(i): k for k, i in enumerate(found["id"].tolist())}
     segments, listed = [], set()
     for segment in prediction.segments:
+        if not isinstance(segment, dict):
+            raise _BadPrediction(f"{where}: segment {segment!r} is not an object")
         try:
             segment_id, category_id = int(segment["id"]), int(segment["category_id"])
         except (KeyError, TypeError, ValueError):
@@ -242,6 +246,8 @@ def _read_prediction(prediction: _Prediction, categories: Categories,
         listed.add(segment_id)
         k = present[segment_id]
         score = segment.get("score")
+        if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+            raise _BadPrediction(f"{where}: segment {segment_id} has a score {score!r} that is not a number")
         segments.append({"id": segment_id, "category_id": category_id,
                          "isthing": categories.by_id(category_id).isthing, "area": int(found["area"][k]),
                          "bbox": [int(v) for v in found["bbox"][k]],

@@ -157,3 +157,14 @@ def test_the_cli_imports_and_refuses_mixed_or_bad_requests(coco_sample, coco_gt,
     with pytest.raises(SystemExit):
         export.main(["--output", out, "--coco-json", str(tmp_path / "x.json"), "--gt", gt])
     assert "only with --import-coco-json" in capsys.readouterr().err
+
+
+def test_a_score_that_is_not_a_number_is_a_bad_prediction_row(coco_sample, coco_gt, tmp_path):
+    pred_json = perturbed_predictions(coco_sample, coco_gt, tmp_path)
+    document = json.loads(pred_json.read_text())
+    document["annotations"][0]["segments_info"][0]["score"] = "high"
+    pred_json.write_text(json.dumps(document))
+    summary = import_coco_panoptic(str(pred_json), str(tmp_path / "out"))
+    assert (summary.images, summary.errors) == (2, 1)
+    (bad,) = [r for r in rows_of(tmp_path / "out") if r["status"] != "ok"]
+    assert bad["status"] == BAD_PREDICTION and "'high'" in bad["error"] and "is not a number" in bad["error"]

@@ -28,13 +28,12 @@ def split_source(source: str) -> tuple[str, str, str]:
     """Splits a source string into ``(kind, shard uri, member)``; kind is "tar", "parquet" or "folder".
 
     The split is at the first ``#`` that follows a tar or Parquet file name, else at the first ``#`` (member
-    paths under a folder may themselves hold ``#``).
-
-    Raises:
-        ValueError: no ``#`` in the source.
+    paths under a folder may themselves hold ``#``). A source without ``#`` (rows imported from COCO
+    predictions name their image file) is a file in its folder.
     """
     if "#" not in source:
-        raise ValueError(f"Expected a source `<shard uri>#<member>`, but got {source!r}")
+        folder, _, name = source.rpartition("/")
+        return "folder", folder or ".", name
     cuts = [index for index, char in enumerate(source) if char == "#"]
     for cut in cuts:
         name = source[:cut].split("?", 1)[0].lower()

@@ -36,6 +36,7 @@ class Merged:
     semantic: Confusion | None = None
     extras: PQExtras | None = None  # per-image records trimmed to the worst and best PER_IMAGE_KEPT
     instances: InstancePartial | None = None
+    without_views: int = 0  # shards with a PQ partial whose statistics predate the extras and instance views
 
 
 def merged_partials(output: Output) -> Merged:
@@ -55,6 +56,8 @@ def merged_partials(output: Output) -> Merged:
                     merged.semantic = confusion
                 else:
                     merged.semantic += confusion
+            if "pq_extras" not in document and marker.get("partials"):
+                merged.without_views += 1
             if document.get("pq_extras") is not None:
                 merged.extras = _merge_extras(merged.extras, PQExtras.from_json(document["pq_extras"]))
             if document.get("instances") is not None:
@@ -111,6 +114,8 @@ def reduce_output(output: Output, storage_options: Mapping | None = None) -> dic
         document["category_confusion"] = confusion_table(merged.extras)
     if merged.instances is not None:
         document["instances"] = instance_scores(merged.instances, categories)
+    if merged.without_views:
+        document["shards_without_views"] = merged.without_views
     write_whole(output, output.path("metrics.json"), json.dumps(document, indent=1).encode())
     write_whole(output, output.path("report.md"), report_markdown(document, categories).encode())
     write_html_report(output, document, categories, storage_options)
@@ -129,6 +134,10 @@ def report_markdown(document: dict, categories: Categories) -> str:
             lines.append(f"{document['truth_unevaluated']} images with ground truth were left out: the image or "
                          "its ground truth was unusable (see errors/).")
         lines += ["", "```", format_table(document["pq"], categories, per_class=True), "```", ""]
+    if document.get("shards_without_views"):
+        lines += [f"{document['shards_without_views']} shards were labelled by an older version: PQ counts them, "
+                  "but PQ by size, per-image PQ, mislabelled segments and mask AP leave them out "
+                  "(relabel them with --overwrite to include them).", ""]
     if "pq_by_size" in document:
         lines += ["## PQ by segment size", "", "```", format_by_size(document["pq_by_size"]), "```", ""]
     if "per_image" in document:

@@ -399,6 +399,8 @@ def _check_stats_file(output: Output, shard_id: str, marker: Mapping, rows: list
 def _check_views(document: Mapping, rows: list[dict], name: str, report) -> None:
     """The views' partials in a statistics file: one per-image record per evaluated row (ok, with a map), and as
     many predicted instance RLEs per image as its row has thing segments."""
+    if "pq_extras" not in document:  # written before the PQ extras and instance views: nothing to check
+        return
     extras, instances = document.get("pq_extras"), document.get("instances")
     if extras is None or instances is None:
         if (extras is None) != (instances is None) or (extras is None) != (document.get("semantic") is None):

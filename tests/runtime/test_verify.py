@@ -233,3 +233,19 @@ def test_instance_rles_that_disagree_with_the_rows_are_caught(copy):
     stats_path.write_text(json.dumps(document))
     found = messages(verify_output(str(copy)))
     assert any("'no-such-image' is not" in m for m in found), found
+
+
+def test_statistics_from_before_the_views_pass_verify_and_the_reduce_says_what_they_lack(copy):
+    from segcore.io.commit import Output
+    from segcore.runtime.reduce import reduce_output
+
+    stats_path = copy / "stats" / "corpus-00000.json"
+    document = json.loads(stats_path.read_text())
+    for key in ("pq_extras", "instances"):
+        del document[key]  # as the version before the PQ extras and instance views wrote it
+    stats_path.write_text(json.dumps(document))
+    assert not messages(verify_output(str(copy)))
+    metrics = reduce_output(Output.open(str(copy)))
+    assert metrics["shards_without_views"] == 1
+    assert metrics["instances"]["images"] < metrics["images"]  # the old shard's images are not in the AP
+    assert "labelled by an older version" in (copy / "report.md").read_text()

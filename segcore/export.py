@@ -16,12 +16,12 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 from segcore.io import storage
 from segcore.io.commit import MANIFEST, Output, committed_shards
 from segcore.io.table import read_table
 from segcore.io.truth import default_folder, load_ground_truth
+from segcore.metrics.instances import rle_counts
 from segcore.png import decode_ids
 
 logger = logging.getLogger(__name__)
@@ -235,23 +235,10 @@ def export_semantic(output_uri: str, dest_dir: str, storage_options: Mapping | N
 
 
 def encode_thing_masks(id_map: np.ndarray, segment_ids: list[int]) -> list[dict]:
-    """COCO RLEs of the segments' masks, all encoded in one pycocotools call.
-
-    Args:
-        id_map: segment ids  # (H, W) uint32
-        segment_ids: the segments to encode.
-
-    Returns:
-        one ``{"size": [H, W], "counts": str}`` per segment, in order.
-    """
-    # pycocotools wants (H, W, N) in Fortran order: that is a C-ordered (N, W, H) array transposed, so the masks
-    # are compared straight into that layout and never copied.
+    """COCO RLEs of the segments' masks, ``{"size": [H, W], "counts": str}`` per segment, in order (from one pass
+    over the map, as the instance view's partials are: no mask is built)."""
     height, width = id_map.shape
-    masks = np.empty((len(segment_ids), width, height), np.bool_)
-    np.equal(id_map.T[None], np.asarray(segment_ids, np.uint32)[:, None, None], out=masks)
-    masks = masks.view(np.uint8).transpose(2, 1, 0)
-    rles = mask_utils.encode(masks)
-    return [{"size": [int(n) for n in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in rles]
+    return [{"size": [height, width], "counts": counts} for counts in rle_counts(id_map, segment_ids)]
 
 
 def instance_annotations(image_id: Any, row: Mapping, first_id: int) -> list[dict]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 from pathlib import Path
 
@@ -74,3 +76,30 @@ def check_metrics_equal(output_dir: Path, reference: dict) -> None:
     assert metrics.get("pq_exact") == reference.get("pq_exact")
     output = Output.open(str(output_dir))  # the data files are byte-identical to the uninterrupted run's
     assert {s: read_marker(output, s)["data_sha256"] for s in committed_shards(output)} == reference["data_sha256"]
+
+
+# ---- processes, through /proc (Linux)
+
+
+def command_line(pid: int) -> str:
+    """The process's command line ("" when it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def shard_being_read(pid: int) -> str | None:
+    """The id of the input shard whose tar the process has open, if any: the shard it is labelling right now."""
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    for name in names:
+        try:
+            match = re.search(r"/(corpus-\d{5})\.tar$", os.readlink(f"/proc/{pid}/fd/{name}"))
+        except OSError:
+            continue
+        if match:
+            return match.group(1)
+    return None

@@ -26,7 +26,8 @@ from segcore.runtime.verify import verify_output
 from segcore.synthetic import write_demo_shards
 
 from job_checks import (
-    check_committed_once, check_metrics_equal, reference_metrics, shard_files, shard_ids, wait_for,
+    check_committed_once, check_metrics_equal, command_line, reference_metrics, shard_being_read, shard_files,
+    shard_ids, wait_for,
 )
 
 pytestmark = [
@@ -59,13 +60,6 @@ def _pids() -> list[int]:
     return [int(name) for name in os.listdir("/proc") if name.isdigit()]
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
 def _descendants(root: int) -> dict[int, int]:
     """Live descendants of ``root``: pid -> start time (to tell a reused pid from the same process)."""
     children: dict[int, list[tuple[int, int]]] = {}
@@ -87,31 +81,14 @@ def _alive(processes: dict[int, int]) -> dict[int, str]:
     for pid, started in processes.items():
         stat = _stat(pid)
         if stat is not None and stat[2] == started:
-            alive[pid] = _cmdline(pid)
+            alive[pid] = command_line(pid)
     return alive
 
 
 def _shard_worker(root: int) -> int | None:
     """The pid of the ``ShardWorker`` actor process among ``root``'s descendants, if exactly one runs."""
-    pids = [pid for pid in _descendants(root) if _cmdline(pid).startswith("ray::ShardWorker")]
+    pids = [pid for pid in _descendants(root) if command_line(pid).startswith("ray::ShardWorker")]
     return pids[0] if len(pids) == 1 else None
-
-
-def _open_shard(pid: int) -> str | None:
-    """The id of the input shard whose tar the process has open, if any: it is reading that shard right now."""
-    try:
-        names = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return None
-    for name in names:
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{name}")
-        except OSError:
-            continue
-        match = re.search(r"/(corpus-\d{5})\.tar$", target)
-        if match:
-            return match.group(1)
-    return None
 
 
 # ---- the job and its output
@@ -176,7 +153,7 @@ def test_a_killed_driver_is_rerun_and_labels_only_the_missing_shards(reference, 
 
     def lingering() -> dict[int, str]:  # the run's processes, and anything else naming its Ray session
         left = _alive(ray_processes)
-        left.update({pid: _cmdline(pid) for pid in _pids() if session in _cmdline(pid) and _stat(pid) is not None})
+        left.update({pid: command_line(pid) for pid in _pids() if session in command_line(pid) and _stat(pid) is not None})
         return left
 
     wait_for(lambda: not lingering(), 30, "the killed run's Ray processes to exit", interval=0.2)
@@ -222,7 +199,7 @@ def test_an_actor_killed_mid_shard_is_restarted_and_the_shard_redone(reference, 
         def actor_reading_a_later_shard():
             pid = _shard_worker(os.getpid())
             stat = _stat(pid) if pid is not None else None
-            shard_id = _open_shard(pid) if stat is not None else None
+            shard_id = shard_being_read(pid) if stat is not None else None
             if shard_id is not None and shard_id != SHARD_IDS[0]:
                 return pid, stat[2], shard_id
             assert runner.is_alive(), outcome

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -29,7 +28,8 @@ from segcore.runtime.labeling import LabelJobConfig
 from segcore.runtime.verify import verify_output
 from segcore.synthetic import write_demo_shards
 
-from job_checks import check_committed_once, check_metrics_equal, reference_metrics, shard_ids, wait_for
+from job_checks import (check_committed_once, check_metrics_equal, command_line, reference_metrics, shard_being_read,
+                        shard_ids, wait_for)
 
 pytestmark = [
     pytest.mark.slow,
@@ -55,13 +55,6 @@ def _process_stat(pid: int) -> tuple[int, int] | None:
         return None
     fields = text[text.rindex(")") + 2:].split()  # the command name may hold spaces and parentheses
     return None if fields[0] in ("Z", "X") else (int(fields[1]), int(fields[19]))
-
-
-def _command(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def _children() -> dict[int, list[int]]:
@@ -91,23 +84,9 @@ def _actors_on(node, children: dict[int, list[int]] | None = None) -> list[int]:
     """The pids of the ``ShardWorker`` actor processes the node's raylet started (an actor's process can outlive
     its job by a moment); ``children``: a process table already read."""
     pids = _tree(_raylet_pid(node), children if children is not None else _children())
-    return [pid for pid in pids if _command(pid).startswith("ray::ShardWorker")]
+    return [pid for pid in pids if command_line(pid).startswith("ray::ShardWorker")]
 
 
-def _shard_being_read(pid: int) -> str | None:
-    """The id of the input shard whose tar the process has open: the shard it is labelling right now."""
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return None
-    for fd in fds:
-        try:
-            match = re.search(r"/(corpus-\d{5})\.tar$", os.readlink(f"/proc/{pid}/fd/{fd}"))
-        except OSError:
-            continue
-        if match:
-            return match.group(1)
-    return None
 
 
 # ---- the cluster, the corpus and the job
@@ -182,7 +161,7 @@ def test_a_node_lost_mid_shard_moves_its_actor_and_shard_to_the_surviving_node(c
             children = _children()
             for node in cluster.worker_nodes:
                 for pid in _actors_on(node, children):
-                    shard_id = _shard_being_read(pid)
+                    shard_id = shard_being_read(pid)
                     if shard_id is not None and shard_id != SHARD_IDS[0]:
                         return node, pid, shard_id
             return None

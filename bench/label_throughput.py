@@ -11,10 +11,11 @@ folder under ``bench/out/``) with ``actors=N``, no GPU, 1 CPU and so 1 torch thr
 - img/s (wall): images / wall time of ``run_label_job``: plan, actor start-up (process, imports, model load), work.
 - img/s (after start-up): images / (wall - start-up); start-up is the time until the first shard began on an
   actor (from the job result's per-shard timeline).
-- stages: the summary's ``stages`` summed over shards (worker: read, decode_wait (the model side waiting for the
-  decode threads), encode (PNG + PQ match, in threads), write; the segmenter's StageClock: preprocess, forward,
-  postprocess) per image and as a share of actor time (the sum of the shards' ``seconds``); "other" is the rest.
-  ``decode`` is the decode threads' own time, which overlaps the sequential stages.
+- stages: the summary's ``stages`` summed over shards, per image and as a share of actor time (the sum of the
+  shards' ``seconds``). In sequence on the actor's model side: decode_wait (waiting
+  for the decode threads), the segmenter's StageClock (preprocess, forward, postprocess), to_host (the batch's id
+  maps to the host), encode_wait (waiting for the previous batch's rows), write; "other" is the actor time left.
+  ``read``, ``decode`` and ``encode`` are their threads' own time, which overlaps the sequential stages.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from segcore.runtime import driver
 from segcore.runtime.labeling import LabelJobConfig
 from segcore.synthetic import write_demo_shards
 
-STAGES = ("read", "decode_wait", "preprocess", "forward", "postprocess", "encode", "write")  # sequential in an actor
-OVERLAPPED = "decode"  # summed over the decode threads, running beside the stages above
+STAGES = ("decode_wait", "preprocess", "forward", "postprocess", "to_host", "encode_wait", "write")  # in sequence
+OVERLAPPED = ("read", "decode", "encode")  # summed over their threads, running beside the stages above
 ACTORS = (1, 2)
 
 
@@ -76,7 +77,8 @@ def stage_split(row: dict) -> dict:
     seconds = {stage: row["stages"].get(stage, 0.0) for stage in STAGES}
     seconds["other"] = row["actor_seconds"] - sum(seconds.values())
     seconds["actor total"] = row["actor_seconds"]
-    seconds[f"{OVERLAPPED} (threads, overlapped)"] = row["stages"].get(OVERLAPPED, 0.0)
+    for stage in OVERLAPPED:
+        seconds[f"{stage} (threads, overlapped)"] = row["stages"].get(stage, 0.0)
     return {stage: {"per_image": s / row["images"], "share": s / row["actor_seconds"]} for stage, s in seconds.items()}
 
 
@@ -96,7 +98,7 @@ def table(best: dict, medians: dict) -> str:
     splits = {n: stage_split(row) for n, row in best.items()}
     lines += ["", "| stage | " + " | ".join(f"{n} actor{'s' * (n > 1)} ms/img | %" for n in best) + " |",
               "|---|" + "---:|---:|" * len(best)]
-    for stage in (*STAGES, "other", "actor total", f"{OVERLAPPED} (threads, overlapped)"):
+    for stage in (*STAGES, "other", "actor total", *(f"{stage} (threads, overlapped)" for stage in OVERLAPPED)):
         cells = [f"{splits[n][stage]['per_image'] * 1e3:.2f} | {splits[n][stage]['share']:.1%}" for n in best]
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -231,6 +231,48 @@ def finish_batch(id_maps: Sequence[torch.Tensor], tables: Sequence[SegmentTable]
     return results
 
 
+def id_maps_to_host(results: Sequence[PanopticResult]) -> list[np.ndarray]:
+    """The batch's id maps on the host, in order: views of CPU tensors, or one packed copy from a device.
+
+    From a device, every map is cast to the narrowest integer type that holds the batch's largest segment id
+    (uint8 up to 255, which covers a 200-query model; int16, else int32), the maps are joined into one tensor and
+    copied once into pinned memory, with one synchronisation; the arrays are views of that copy. Callers cast
+    them (``astype(np.uint32)``) as they need.
+
+    Returns:
+        one array per result.  # (H, W) uint8, int16 or int32
+    """
+    if not results:
+        return []
+    if all(result.id_map.device.type == "cpu" for result in results):
+        return [result.id_map.numpy() for result in results]
+    largest = max((segment["id"] for result in results for segment in result.segments), default=0)
+    return pack_to_host([result.id_map for result in results], largest)
+
+
+def pack_to_host(id_maps: Sequence[torch.Tensor], largest_id: int) -> list[np.ndarray]:
+    """Joins id maps (values in ``0..largest_id``) into one tensor of the narrowest fitting type, copies it to the
+    host once (pinned and asynchronous from a CUDA device, then one synchronisation), and returns a view per map.
+
+    Returns:
+        one array per map, its shape kept.  # (H, W) uint8, int16 or int32
+    """
+    dtype = torch.uint8 if largest_id < 2**8 else torch.int16 if largest_id < 2**15 else torch.int32
+    device = id_maps[0].device
+    joined = torch.cat([id_map.reshape(-1).to(dtype) for id_map in id_maps])
+    host = torch.empty(joined.shape, dtype=dtype, pin_memory=device.type == "cuda")
+    host.copy_(joined, non_blocking=device.type == "cuda")
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
+    flat = host.numpy()
+    arrays, start = [], 0
+    for id_map in id_maps:
+        height, width = id_map.shape
+        arrays.append(flat[start : start + height * width].reshape(height, width))
+        start += height * width
+    return arrays
+
+
 def _segments_from_rows(rows: np.ndarray) -> list[dict]:
     """Segment dicts from host rows ``[category_id, isthing, area, x, y, w, h, score bits]`` (row = id)."""
     scores = rows[:, 7].astype(np.int32).view(np.float32)

@@ -1,8 +1,9 @@
 """The in-actor pipeline: one shard from storage to a committed Parquet file.
 
 ``ShardWorker`` is a plain class (the driver wraps it with ``ray.remote`` at submit time), so it runs and is
-tested without Ray: read -> decode (thread pool, bounded look-ahead) -> batch -> model -> encode id-map PNGs
-(thread pool) -> one Parquet file -> commit (data, errors, marker). A bad image becomes a row with
+tested without Ray: read (a thread) -> decode (thread pool, bounded look-ahead) -> batch -> model -> id maps to the
+host -> encode id-map PNGs (thread pool, while the model works on the next batch) -> one Parquet file -> commit
+(data, errors, marker). A bad image becomes a row with
 ``status != "ok"`` and its reason, also in ``errors/<shard>.jsonl``; the shard goes on. An image whose ground
 truth is broken keeps its prediction, gets the status ``bad_ground_truth`` with the reason, and is left out of PQ.
 A shard that cannot be read at all raises, so the driver retries or reports it; nothing is committed for it.
@@ -12,9 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping
@@ -31,7 +32,7 @@ from segcore.io.truth import GroundTruth, TruthRef
 from segcore.metrics.pq import PQInputError
 from segcore.metrics.stats import LabelStats
 from segcore.metrics.views import ImageViews, ShardViews, evaluate_image
-from segcore.models.base import orientation
+from segcore.models.base import PanopticResult, id_maps_to_host, orientation
 from segcore.models.registry import ModelOptions, load_segmenter
 from segcore.png import PNGError, decode_ids, encode_ids
 
@@ -40,6 +41,7 @@ RANK_STRIDE = 1_000_000_000  # embedded ground truth: rank = shard index * strid
 BAD_GROUND_TRUTH = "bad_ground_truth"
 STATS_VERSION = 1
 BUCKET_HOLD = 4  # batches' worth of decoded images that may wait in the size buckets
+_END = object()  # the reader thread's end-of-shard marker
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,14 @@ class Decoded:
     truth: Truth | None = None
 
 
+@dataclass(frozen=True)
+class Unlabelled:
+    """The row of a sample that failed before the model, and whether it had ground truth (left out of PQ)."""
+
+    row: dict
+    had_truth: bool
+
+
 class ShardWorker:
     """Loads the model once; labels and commits shards one at a time."""
 
@@ -110,14 +120,18 @@ class ShardWorker:
         self._partial_lock = threading.Lock()
         self._views = ShardViews(self.segmenter.categories)
         self._decode_seconds = 0.0
+        self._encode_seconds = 0.0
 
     def label_shard(self, spec: ShardSpec, shard_index: int = 0, truth: GroundTruth | None = None) -> dict:
         """Labels every image of a shard and commits it; returns a summary (counts and seconds per stage).
 
         The summary's ``batch_pixels``, where the segmenter counts them, are the image pixels and the padded
-        batch pixels fed to the model. Stages: ``read`` (shard stream), ``decode`` (summed over the decode threads, overlapping the rest),
-        ``decode_wait`` (the model side waiting for decoded images), the segmenter's own (pre-process, forward,
-        post-process), ``encode`` (PNG rows, ground-truth matching) and ``write`` (Parquet and commit).
+        batch pixels fed to the model. Stages, in seconds: on the model's side, in sequence, ``decode_wait``
+        (waiting for decoded images), the segmenter's own (pre-process, forward, post-process), ``to_host`` (the
+        batch's id maps copied to the host), ``encode_wait`` (waiting for the previous batch's rows) and
+        ``write`` (Parquet and commit); beside it, summed over their threads, ``read`` (the shard stream),
+        ``decode`` (images and ground truth) and ``encode`` (id-map PNGs, rows, ground-truth views). A batch's
+        rows are encoded while the model works on the next one.
 
         Ground truth comes from ``truth`` (a COCO panoptic dataset, looked up by sample key; an image's rank is
         its annotation's position in the JSON) or, without it, from the samples themselves: a
@@ -136,10 +150,17 @@ class ShardWorker:
         self._views = ShardViews(self.segmenter.categories)  # every view of the images with ground truth
         pixels_before = list(getattr(self.segmenter, "pixels", (0, 0)))
         self._decode_seconds = 0.0
+        self._encode_seconds = 0.0
         labelled: list[tuple[int, dict]] = []
+        in_flight: tuple[list[int], list[Future | Unlabelled]] | None = None  # the batch being encoded
         for batch in self._batches(self._decoded(spec, shard_index, truth, timings)):
-            labelled += zip([position for position, _ in batch],
-                            self._label_batch([item for _, item in batch], timings))
+            submitted = ([position for position, _ in batch], self._submit_batch([item for _, item in batch], timings))
+            if in_flight is not None:  # its encodes ran while the model worked on this batch
+                labelled += zip(in_flight[0], self._collect_batch(in_flight[1], timings))
+            in_flight = submitted
+        if in_flight is not None:
+            labelled += zip(in_flight[0], self._collect_batch(in_flight[1], timings))
+        timings["encode"] = self._encode_seconds
         rows = [row for _, row in sorted(labelled, key=lambda pair: pair[0])]  # shard order, whatever the batches
         errors = [{k: row[k] for k in ("image_id", "source", "status", "error")} for row in rows
                   if row["status"] != STATUS_OK]
@@ -167,28 +188,64 @@ class ShardWorker:
     def _decoded(
         self, spec: ShardSpec, shard_index: int, truth: GroundTruth | None, timings: dict[str, float]
     ) -> Iterator[Decoded]:
-        """Samples of the shard decoded in the pool, in order, at most ``2 * batch_size`` ahead of the model."""
-        window: deque[Future] = deque()
-        ahead = 2 * self.config.batch_size
-        read_started = time.perf_counter()
-        for position, sample in enumerate(read_shard(spec, self.config.storage_options)):
-            timings["read"] = timings.get("read", 0.0) + time.perf_counter() - read_started
-            rank = shard_index * RANK_STRIDE + position
-            window.append(self.decode_pool.submit(self._decode, sample, rank, truth))
-            if len(window) >= ahead:
-                yield self._next_decoded(window, timings)
-            read_started = time.perf_counter()
-        while window:
-            yield self._next_decoded(window, timings)
+        """Samples of the shard decoded in the pool, in order, at most ``2 * batch_size`` ahead of the model.
+
+        A reader thread streams the shard and submits the decodes, so reading never holds up the model's side;
+        an error reading the shard is raised here, after the samples read before it.
+        """
+        window: queue.Queue = queue.Queue(maxsize=2 * self.config.batch_size)
+        stop = threading.Event()
+        reader = threading.Thread(target=self._read_into, args=(spec, shard_index, truth, window, stop, timings),
+                                  name=f"read-{spec.shard_id}", daemon=True)
+        reader.start()
+        try:
+            while True:
+                started = time.perf_counter()
+                entry = window.get()
+                if entry is _END:
+                    break
+                if isinstance(entry, BaseException):
+                    raise entry
+                decoded = entry.result()
+                timings["decode_wait"] = timings.get("decode_wait", 0.0) + time.perf_counter() - started
+                yield decoded
+        finally:
+            stop.set()
+            while reader.is_alive():  # unblock a reader waiting for room, then let it see ``stop``
+                try:
+                    window.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            reader.join()
         timings["decode"] = self._decode_seconds
 
-    @staticmethod
-    def _next_decoded(window: deque[Future], timings: dict[str, float]) -> Decoded:
-        """The oldest decode in flight; the time the model's side waits for it is the ``decode_wait`` stage."""
-        started = time.perf_counter()
-        decoded = window.popleft().result()
-        timings["decode_wait"] = timings.get("decode_wait", 0.0) + time.perf_counter() - started
-        return decoded
+    def _read_into(self, spec: ShardSpec, shard_index: int, truth: GroundTruth | None, window: queue.Queue,
+                   stop: threading.Event, timings: dict[str, float]) -> None:
+        """The reader thread: streams the shard, submits each sample's decode, and queues the futures in order;
+        then the end marker, or the exception that stopped the stream."""
+        seconds = 0.0
+        try:
+            started = time.perf_counter()
+            for position, sample in enumerate(read_shard(spec, self.config.storage_options)):
+                seconds += time.perf_counter() - started
+                rank = shard_index * RANK_STRIDE + position
+                future = self.decode_pool.submit(self._decode, sample, rank, truth)
+                while not stop.is_set():
+                    try:
+                        window.put(future, timeout=0.05)
+                        break
+                    except queue.Full:
+                        pass
+                if stop.is_set():
+                    return
+                started = time.perf_counter()
+            seconds += time.perf_counter() - started
+            window.put(_END)
+        except BaseException as error:  # noqa: BLE001 - handed to the model's side, which raises it
+            if not stop.is_set():
+                window.put(error)
+        finally:
+            timings["read"] = timings.get("read", 0.0) + seconds
 
     def _decode(self, sample: Sample, rank: int, truth: GroundTruth | None) -> Decoded:
         """Decodes one sample and its ground truth; failures become a status and reason."""
@@ -252,34 +309,47 @@ class ShardWorker:
                 yield batch
         yield from buckets.values()
 
-    def _label_batch(self, batch: list[Decoded], timings: dict[str, float]) -> list[dict]:
-        """Segments the batch's good images and builds every row, in the batch's order; matches ground truth and
-        adds the images' views to the shard's, in the batch's order (so the sums do not depend on threads)."""
+    def _submit_batch(self, batch: list[Decoded], timings: dict[str, float]) -> list[Future | Unlabelled]:
+        """Segments the batch's good images, brings their id maps to the host, and submits each row's encoding
+        (the error rows are made at once); :meth:`_collect_batch` takes the rows, in the batch's order."""
         good = [item for item in batch if item.image is not None]
-        results = iter(self.segmenter.segment([item.image for item in good], timings) if good else [])
-        encode_started = time.perf_counter()
-        pending: list[Future | dict] = []
+        results = self.segmenter.segment([item.image for item in good], timings) if good else []
+        started = time.perf_counter()
+        maps = iter(id_maps_to_host(results))  # one copy per batch, before the next batch is launched
+        timings["to_host"] = timings.get("to_host", 0.0) + time.perf_counter() - started
+        results = iter(results)
+        pending: list[Future | Unlabelled] = []
         for item in batch:
             if item.image is None:
-                self._views.unevaluated += item.truth is not None
-                pending.append(error_row(item.sample.key, item.sample.source, item.status, item.error or "",
-                                         self.segmenter.spec))
+                row = error_row(item.sample.key, item.sample.source, item.status, item.error or "", self.segmenter.spec)
+                pending.append(Unlabelled(row, had_truth=item.truth is not None))
             else:
-                pending.append(self.encode_pool.submit(self._image_row, item, next(results)))
+                pending.append(self.encode_pool.submit(self._image_row, item, next(results), next(maps)))
+        return pending
+
+    def _collect_batch(self, pending: list[Future | Unlabelled], timings: dict[str, float]) -> list[dict]:
+        """The rows of a submitted batch, in its order; adds the images' views to the shard's in that order (so
+        the sums do not depend on threads). The wait is the ``encode_wait`` stage."""
+        started = time.perf_counter()
         rows = []
         for done in pending:
-            row, views = done.result() if isinstance(done, Future) else (done, None)
+            if isinstance(done, Unlabelled):
+                row, views = done.row, None
+                self._views.unevaluated += done.had_truth
+            else:
+                row, views = done.result()
             rows.append(row)
             if views is not None:
                 self._views.add(views)
             elif row["status"] == BAD_GROUND_TRUTH:
                 self._views.unevaluated += 1
-        timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - encode_started
+        timings["encode_wait"] = timings.get("encode_wait", 0.0) + time.perf_counter() - started
         return rows
 
-    def _image_row(self, item: Decoded, result) -> tuple[dict, ImageViews | None]:
+    def _image_row(self, item: Decoded, result: PanopticResult, host_map: np.ndarray) -> tuple[dict, ImageViews | None]:
         """The row of a labelled image (its id map as a PNG, its segments) and, with ground truth, its views."""
-        id_map = result.id_map_numpy().astype(np.uint32)  # once: the PNG and the PQ match both take uint32
+        started = time.perf_counter()
+        id_map = host_map.astype(np.uint32)  # once: the PNG and the PQ match both take uint32
         status, error, views = STATUS_OK, None, None
         if item.truth is not None:
             try:
@@ -289,8 +359,11 @@ class ShardWorker:
                 status, error = BAD_GROUND_TRUTH, str(problem)
         height, width = id_map.shape
         png = encode_ids(id_map)
-        return image_row(item.sample.key, item.sample.source, width, height, png, result.segments,
-                         self.segmenter.spec, status, error), views
+        row = image_row(item.sample.key, item.sample.source, width, height, png, result.segments,
+                        self.segmenter.spec, status, error)
+        with self._partial_lock:
+            self._encode_seconds += time.perf_counter() - started
+        return row, views
 
     def close(self) -> None:
         """Stops the thread pools."""

@@ -22,8 +22,9 @@ def test_smoke_run_reports_both_actor_counts_and_every_stage(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("|")}
     assert {"1", "2"} <= rows
-    assert {"read", "decode_wait", "preprocess", "forward", "postprocess", "encode", "write", "other", "actor total",
-            "decode (threads, overlapped)"} <= rows
+    assert {"decode_wait", "preprocess", "forward", "postprocess", "to_host", "encode_wait", "write", "other",
+            "actor total", "read (threads, overlapped)", "decode (threads, overlapped)",
+            "encode (threads, overlapped)"} <= rows
     assert "2 actors / 1 actor" in result.stdout
     document = json.loads((tmp_path / "result.json").read_text())
     assert {n: row["images"] for n, row in document["best"].items()} == {"1": 4, "2": 4}

@@ -19,6 +19,7 @@ def test_smoke_run_reports_both_rates_and_their_ratio(tmp_path):
     assert document["pipeline_img_s"] > 0 and document["forward_only_img_s"] > 0
     assert document["ratio_of_bests"] == document["pipeline_img_s"] / document["forward_only_img_s"]
     assert len(document["ratio_per_repeat"]) == 1
-    assert {"read", "decode_wait", "preprocess", "forward", "postprocess", "encode", "write"} <= set(
+    assert {"read", "decode_wait", "preprocess", "forward", "postprocess", "to_host", "encode_wait", "encode",
+            "write"} <= set(
         document["stages_ms_per_image"])
     assert 0 <= document["padding_waste"] < 1

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from segcore.models.base import SegmentTable, finish_batch, resolve_dtype, segment_boxes, select_device
+from segcore.models.base import (PanopticResult, SegmentTable, finish_batch, id_maps_to_host, pack_to_host,
+                                 resolve_dtype, segment_boxes, select_device)
 from segcore.synthetic import index_areas_and_bboxes
 
 
@@ -40,3 +41,31 @@ def test_device_and_dtype_errors_list_the_allowed_values():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             select_device("cuda")
+
+
+@pytest.mark.parametrize("largest, dtype", [(1, np.uint8), (255, np.uint8), (256, np.int16), (32767, np.int16),
+                                            (32768, np.int32)])
+def test_packed_id_maps_come_back_exact_in_the_narrowest_type(largest, dtype):
+    rng = np.random.default_rng(largest)
+    shapes = [(5, 7), (1, 1), (4, 9), (6, 3)]
+    maps = [torch.from_numpy(rng.integers(0, largest + 1, size=shape, dtype=np.int32)) for shape in shapes]
+    maps[0][0, 0] = largest
+    host = pack_to_host(maps, largest)
+    assert [a.shape for a in host] == shapes
+    assert all(a.dtype == dtype for a in host)
+    for array, id_map in zip(host, maps):
+        np.testing.assert_array_equal(array.astype(np.int64), id_map.numpy())
+
+
+def test_id_maps_to_host_views_cpu_maps_and_packs_device_maps():
+    maps = [torch.arange(12, dtype=torch.int32).reshape(3, 4), torch.full((2, 2), 7, dtype=torch.int32)]
+    results = [PanopticResult(m, [{"id": int(i)} for i in m.unique() if i > 0]) for m in maps]
+    on_host = id_maps_to_host(results)
+    assert all(np.shares_memory(a, m.numpy()) for a, m in zip(on_host, maps))  # CPU: no copy
+    assert id_maps_to_host([]) == []
+    if torch.cuda.is_available():
+        device = [PanopticResult(r.id_map.cuda(), r.segments) for r in results]
+        copied = id_maps_to_host(device)
+        assert all(a.dtype == np.uint8 for a in copied)
+        for array, id_map in zip(copied, maps):
+            np.testing.assert_array_equal(array, id_map.numpy())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import threading
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -160,3 +161,76 @@ def test_the_shard_summary_reports_the_padding_fed_to_the_model(tmp_path):
     assert image_pixels == sum(h * w for h, w in resized)
     # buckets: the two landscape images together, the others alone: no padding at all
     assert batch_pixels == image_pixels
+
+
+class GatedSegmenter(RecordingSegmenter):
+    """Counts its calls; ``second_call`` is set when the second batch reaches the model."""
+
+    def __init__(self, real):
+        super().__init__(real)
+        self.second_call = threading.Event()
+
+    def segment(self, images, timings=None):
+        if self.batches:
+            self.second_call.set()
+        return super().segment(images, timings)
+
+
+def test_a_batch_is_encoded_while_the_model_works_on_the_next(tmp_path):
+    write_mixed_tar(tmp_path / "corpus-00000.tar", [(120, 160)] * 6)  # one size: batches 0-2, 3-5
+    (spec,) = list_shards(str(tmp_path / "corpus-00000.tar"))
+    worker = ShardWorker(WorkerConfig(output=str(tmp_path / "labels"), model="demo",
+                                      model_options=ModelOptions(device="cpu"), batch_size=3, decode_threads=2,
+                                      encode_threads=2))
+    gated = worker.segmenter = GatedSegmenter(worker.segmenter)
+    seen, encode = [], worker._image_row
+
+    def image_row(item, result, host_map):  # the first batch's rows wait until the second batch is in the model
+        if item.sample.key in ("000000", "000001", "000002"):
+            seen.append(gated.second_call.wait(timeout=10))
+        return encode(item, result, host_map)
+
+    worker._image_row = image_row
+    try:
+        summary = worker.label_shard(spec)
+    finally:
+        worker.close()
+    assert seen == [True, True, True]  # a worker that waited for them before the next batch would time out
+    assert summary["images"] == 6 and len(gated.batches) == 2
+    assert {"read", "decode", "decode_wait", "to_host", "encode", "encode_wait", "write"} <= set(summary["stages"])
+    rows = pq.read_table(worker.output.data_path(spec.shard_id)).to_pylist()
+    assert [r["image_id"] for r in rows] == [f"{i:06d}" for i in range(6)]
+
+
+class FailingSegmenter(RecordingSegmenter):
+    def segment(self, images, timings=None):
+        raise RuntimeError("the device fell over")
+
+
+def test_a_model_failure_stops_the_reader_and_commits_nothing(tmp_path):
+    write_tar(tmp_path / "corpus-00000.tar", 40)  # more than the reader may queue ahead
+    (spec,) = list_shards(str(tmp_path / "corpus-00000.tar"))
+    worker = ShardWorker(WorkerConfig(output=str(tmp_path / "labels"), model="demo",
+                                      model_options=ModelOptions(device="cpu"), batch_size=2, decode_threads=1,
+                                      encode_threads=1))
+    worker.segmenter = FailingSegmenter(worker.segmenter)
+    try:
+        with pytest.raises(RuntimeError, match="fell over"):
+            worker.label_shard(spec)
+        assert not [t for t in threading.enumerate() if t.name.startswith("read-")]
+        assert spec.shard_id not in committed_shards(worker.output)
+    finally:
+        worker.close()
+
+
+def test_a_shard_truncated_after_good_samples_raises_from_the_reader_and_commits_nothing(worker, tmp_path):
+    whole = tmp_path / "whole.tar"
+    write_tar(whole, 12)
+    shard = tmp_path / "corpus-00002.tar"
+    data = whole.read_bytes()
+    shard.write_bytes(data[: len(data) * 2 // 3])  # cut inside a member: the first samples read fine
+    (spec,) = list_shards(str(shard))
+    with pytest.raises(ShardError, match="corpus-00002.tar"):
+        worker.label_shard(spec)
+    assert spec.shard_id not in committed_shards(worker.output)
+    assert not [t for t in threading.enumerate() if t.name.startswith("read-")]

@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shard-images", type=int, nargs="+", default=[64, 512], help="images per shard")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--launches", type=int, default=0, help="tiny torch calls per batch before the device wait")
+    parser.add_argument("--switch-interval", type=float, default=None,
+                        help="sys.setswitchinterval for the run, seconds (Python's default 0.005)")
     parser.add_argument("--decode-threads", type=int, default=4)
     parser.add_argument("--encode-threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
@@ -161,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.smoke:
         args.images, args.shard_images, args.batch, args.device_ms, args.repeats = 8, [8], 4, [1.0], 1
     torch.set_num_threads(1)
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     load_before = os.getloadavg()
     samples = make_corpus(args.images, coco_panoptic_categories())
     settings = [(n, ms, truth) for n in args.shard_images for ms in args.device_ms for truth in ("no gt", "with gt")]

@@ -12,6 +12,8 @@ temporary folder. Per repeat, interleaved:
 - **forward only**: the same images, already decoded, resized and padded by the segmenter's own ``prepare_batch``
   into batches of ``--batch`` beforehand, through ``segmenter.forward`` alone (device synchronised), wall time.
 
+On a CUDA device, the GPU's utilisation (NVML, sampled every 20 ms) is recorded for both runs.
+
 The ratio pipeline img/s / forward-only img/s is goal 1's number (target ≥ 0.90 on one GPU). The published names
 are the real architectures with random weights (segcore/models/zoo.py) and ``--score-threshold 0``, the worst case
 for post-processing. On a CPU the decode and encode threads compete with torch's for the same cores, so the CPU
@@ -28,6 +30,7 @@ import platform
 import statistics
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -68,6 +71,44 @@ def make_worker(args, output: str) -> ShardWorker:
     if args.model in PROCESSORS:
         worker.segmenter = published_segmenter(args.model, options)
     return worker
+
+
+class UtilisationSampler:
+    """Samples the GPU's utilisation (NVML: the share of time a kernel ran) every ``interval`` seconds in a thread,
+    between ``start`` and ``stop``; ``None`` off a CUDA device or without NVML (``pynvml``, from nvidia-ml-py)."""
+
+    def __init__(self, device: torch.device, interval: float = 0.02):
+        self.interval, self.samples, self.handle = interval, [], None
+        if device.type == "cuda":
+            try:
+                import pynvml
+
+                pynvml.nvmlInit()
+                self.handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+                self.read = lambda: pynvml.nvmlDeviceGetUtilizationRates(self.handle).gpu
+            except Exception as error:  # noqa: BLE001 - the benchmark goes on without it
+                print(f"no GPU utilisation samples: {error}")
+        self._stop = threading.Event()
+        self._thread = None
+
+    def start(self) -> None:
+        if self.handle is None:
+            return
+        self.samples, self._stop = [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.samples.append(self.read())
+
+    def stop(self) -> float | None:
+        """Mean utilisation in percent over the samples since ``start``."""
+        if self._thread is None:
+            return None
+        self._stop.set()
+        self._thread.join()
+        return statistics.mean(self.samples) if self.samples else None
 
 
 def synchronize(device: torch.device) -> None:
@@ -124,11 +165,17 @@ def main(argv: list[str] | None = None) -> None:
             worker.label_shard(spec)  # warm-up: kernels, caches, thread pools
             forward_only(worker.segmenter, batches)
             pipeline, forward, summaries = [], [], []
+            sampler = UtilisationSampler(worker.segmenter.device)
+            utilisation: dict[str, list] = {"pipeline": [], "forward_only": []}
             for repeat in range(args.repeats):
+                sampler.start()
                 started = time.perf_counter()
                 summaries.append(worker.label_shard(spec))
                 pipeline.append(time.perf_counter() - started)
+                utilisation["pipeline"].append(sampler.stop())
+                sampler.start()
                 forward.append(forward_only(worker.segmenter, batches))
+                utilisation["forward_only"].append(sampler.stop())
                 print(f"repeat {repeat + 1}/{args.repeats}: pipeline {args.images / pipeline[-1]:.1f} img/s, "
                       f"forward only {args.images / forward[-1]:.1f} img/s, load {os.getloadavg()[0]:.2f}",
                       flush=True)
@@ -147,10 +194,14 @@ def main(argv: list[str] | None = None) -> None:
         "pipeline_img_s": best_pipeline, "forward_only_img_s": best_forward,
         "ratio_of_bests": best_pipeline / best_forward, "ratio_per_repeat": ratios,
         "stages_ms_per_image": stages,
+        "gpu_utilisation_percent": utilisation,
         "padding_waste": 1 - pixels[0] / pixels[1] if pixels and pixels[1] else None,
     }
     print(f"pipeline {best_pipeline:.1f} img/s, forward only {best_forward:.1f} img/s, ratio "
           f"{result['ratio_of_bests']:.2f} (per repeat {', '.join(f'{r:.2f}' for r in ratios)})")
+    if utilisation["pipeline"][0] is not None:
+        print("GPU utilisation, %: pipeline " + ", ".join(f"{u:.0f}" for u in utilisation["pipeline"])
+              + "; forward only " + ", ".join(f"{u:.0f}" for u in utilisation["forward_only"]))
     print("stages, ms/image (median): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2))

@@ -32,12 +32,17 @@ def rle_counts(id_map: np.ndarray, segment_ids: Sequence[int]) -> list[str]:
     height, width = id_map.shape
     if not len(segment_ids):
         return []
-    flat = np.ascontiguousarray(id_map.T).reshape(-1)  # column-major order, as COCO RLEs run
-    size = flat.size
-    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    starts = np.concatenate(([0], changes))
-    ends = np.concatenate((changes, [size]))
-    values = flat[starts]
+    size = height * width
+    # COCO RLEs run in column-major order, where a pixel follows the one above it (and a column's top pixel the
+    # previous column's bottom one): the run starts are found on the row-major map, without transposing it.
+    change = np.empty((height, width), dtype=bool)
+    np.not_equal(id_map[1:], id_map[:-1], out=change[1:])
+    np.not_equal(id_map[0, 1:], id_map[-1, :-1], out=change[0, 1:])
+    change[0, 0] = True
+    flat = np.flatnonzero(change)
+    starts = np.sort(flat % width * height + flat // width)  # column-major positions of the run starts
+    ends = np.append(starts[1:], size)
+    values = id_map[starts % height, starts // height]
     order = np.argsort(values, kind="stable")
     sorted_values = values[order]
     uncompressed = []

@@ -30,6 +30,18 @@ def test_rle_counts_equal_pycocotools_encode(seed):
     assert rle_counts(id_map, ids) == [encoded(id_map, i) for i in ids]
 
 
+@pytest.mark.parametrize("shape", [(1, 7), (7, 1), (1, 1), (6, 4)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.uint32])
+def test_rle_counts_of_thin_maps_and_runs_across_columns(shape, dtype):
+    id_map = np.zeros(shape, dtype)
+    flat = id_map.reshape(-1, order="F")  # column-major view
+    flat[2:5] = 3  # crosses from one column's bottom to the next one's top where the height is small
+    flat[-1] = 4
+    id_map = np.asarray(flat.reshape(shape, order="F"), dtype)
+    ids = [0, 3, 4, 9]
+    assert rle_counts(id_map, ids) == [encoded(id_map, i) for i in ids]
+
+
 def test_rle_counts_of_whole_and_single_pixel_masks():
     full = np.full((4, 3), 9, np.uint32)
     assert rle_counts(full, [9, 1]) == [encoded(full, 9), encoded(full, 1)]

@@ -252,18 +252,31 @@ def id_maps_to_host(results: Sequence[PanopticResult]) -> list[np.ndarray]:
 
 def pack_to_host(id_maps: Sequence[torch.Tensor], largest_id: int) -> list[np.ndarray]:
     """Joins id maps (values in ``0..largest_id``) into one tensor of the narrowest fitting type, copies it to the
-    host once (pinned and asynchronous from a CUDA device, then one synchronisation), and returns a view per map.
+    host once (pinned and asynchronous from a CUDA device, with each map's smallest and largest id, then one
+    synchronisation), and returns a view per map.
 
     Returns:
         one array per map, its shape kept.  # (H, W) uint8, int16 or int32
+
+    Raises:
+        ValueError: a map holds an id outside ``0..largest_id`` (a segmenter listing fewer segments than its map
+            holds), which the narrow type would have wrapped.
     """
     dtype = torch.uint8 if largest_id < 2**8 else torch.int16 if largest_id < 2**15 else torch.int32
     device = id_maps[0].device
+    pinned = device.type == "cuda"
     joined = torch.cat([id_map.reshape(-1).to(dtype) for id_map in id_maps])
-    host = torch.empty(joined.shape, dtype=dtype, pin_memory=device.type == "cuda")
-    host.copy_(joined, non_blocking=device.type == "cuda")
-    if device.type == "cuda":
+    extremes = torch.stack([torch.stack([id_map.min(), id_map.max()]) for id_map in id_maps]).to(torch.int64)
+    host = torch.empty(joined.shape, dtype=dtype, pin_memory=pinned)
+    host_extremes = torch.empty(extremes.shape, dtype=torch.int64, pin_memory=pinned)
+    host.copy_(joined, non_blocking=pinned)
+    host_extremes.copy_(extremes, non_blocking=pinned)
+    if pinned:
         torch.cuda.current_stream(device).synchronize()
+    for position, (low, high) in enumerate(host_extremes.tolist()):
+        if low < 0 or high > largest_id:
+            raise ValueError(f"Expected the ids of id map {position} of the batch to be in [0, {largest_id}] (its "
+                             f"segments' largest id), but they span [{low}, {high}]")
     flat = host.numpy()
     arrays, start = [], 0
     for id_map in id_maps:

@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping
 
@@ -96,6 +96,19 @@ class Decoded:
     truth: Truth | None = None
 
 
+class ThreadSeconds:
+    """Seconds that several threads spend in a stage, summed per stage; one per shard, so work still running from
+    an abandoned shard cannot count in the next one."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.seconds: dict[str, float] = {}
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+
 @dataclass(frozen=True)
 class Unlabelled:
     """The row of a sample that failed before the model, and whether it had ground truth (left out of PQ)."""
@@ -117,10 +130,7 @@ class ShardWorker:
         self.output = Output.open(config.output, config.storage_options)
         self.decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
         self.encode_pool = ThreadPoolExecutor(config.encode_threads, thread_name_prefix="encode")
-        self._partial_lock = threading.Lock()
         self._views = ShardViews(self.segmenter.categories)
-        self._decode_seconds = 0.0
-        self._encode_seconds = 0.0
 
     def label_shard(self, spec: ShardSpec, shard_index: int = 0, truth: GroundTruth | None = None) -> dict:
         """Labels every image of a shard and commits it; returns a summary (counts and seconds per stage).
@@ -149,18 +159,27 @@ class ShardWorker:
         timings: dict[str, float] = {}
         self._views = ShardViews(self.segmenter.categories)  # every view of the images with ground truth
         pixels_before = list(getattr(self.segmenter, "pixels", (0, 0)))
-        self._decode_seconds = 0.0
-        self._encode_seconds = 0.0
+        threads = ThreadSeconds()  # decode and encode seconds, summed over their threads
         labelled: list[tuple[int, dict]] = []
         in_flight: tuple[list[int], list[Future | Unlabelled]] | None = None  # the batch being encoded
-        for batch in self._batches(self._decoded(spec, shard_index, truth, timings)):
-            submitted = ([position for position, _ in batch], self._submit_batch([item for _, item in batch], timings))
-            if in_flight is not None:  # its encodes ran while the model worked on this batch
+        submitted = None
+        try:
+            for batch in self._batches(self._decoded(spec, shard_index, truth, timings, threads)):
+                submitted = ([position for position, _ in batch],
+                             self._submit_batch([item for _, item in batch], timings, threads))
+                if in_flight is not None:  # its encodes ran while the model worked on this batch
+                    labelled += zip(in_flight[0], self._collect_batch(in_flight[1], timings))
+                in_flight, submitted = submitted, None
+            if in_flight is not None:
                 labelled += zip(in_flight[0], self._collect_batch(in_flight[1], timings))
-            in_flight = submitted
-        if in_flight is not None:
-            labelled += zip(in_flight[0], self._collect_batch(in_flight[1], timings))
-        timings["encode"] = self._encode_seconds
+                in_flight = None
+        except BaseException:
+            for left in (in_flight, submitted):  # nothing of this shard may run on into the next one
+                if left is not None:
+                    _abandon([done for done in left[1] if isinstance(done, Future)])
+            raise
+        timings["decode"] = threads.seconds.get("decode", 0.0)
+        timings["encode"] = threads.seconds.get("encode", 0.0)
         rows = [row for _, row in sorted(labelled, key=lambda pair: pair[0])]  # shard order, whatever the batches
         errors = [{k: row[k] for k in ("image_id", "source", "status", "error")} for row in rows
                   if row["status"] != STATUS_OK]
@@ -186,69 +205,77 @@ class ShardWorker:
         return summary
 
     def _decoded(
-        self, spec: ShardSpec, shard_index: int, truth: GroundTruth | None, timings: dict[str, float]
+        self, spec: ShardSpec, shard_index: int, truth: GroundTruth | None, timings: dict[str, float],
+        threads: ThreadSeconds,
     ) -> Iterator[Decoded]:
         """Samples of the shard decoded in the pool, in order, at most ``2 * batch_size`` ahead of the model.
 
         A reader thread streams the shard and submits the decodes, so reading never holds up the model's side;
-        an error reading the shard is raised here, after the samples read before it.
+        an error reading the shard is raised here, after the samples read before it. When the consumer stops
+        early (the model failed), the decodes not yet started are cancelled and a read in progress is not waited
+        for: the reader sees the stop after it and ends.
         """
         window: queue.Queue = queue.Queue(maxsize=2 * self.config.batch_size)
         stop = threading.Event()
-        reader = threading.Thread(target=self._read_into, args=(spec, shard_index, truth, window, stop, timings),
+        reader = threading.Thread(target=self._read_into,
+                                  args=(spec, shard_index, truth, window, stop, timings, threads),
                                   name=f"read-{spec.shard_id}", daemon=True)
         reader.start()
+        finished = False
         try:
             while True:
                 started = time.perf_counter()
                 entry = window.get()
                 if entry is _END:
+                    finished = True
                     break
                 if isinstance(entry, BaseException):
+                    finished = True  # the reader has ended
                     raise entry
                 decoded = entry.result()
                 timings["decode_wait"] = timings.get("decode_wait", 0.0) + time.perf_counter() - started
                 yield decoded
         finally:
-            stop.set()
-            while reader.is_alive():  # unblock a reader waiting for room, then let it see ``stop``
-                try:
-                    window.get(timeout=0.05)
-                except queue.Empty:
-                    pass
-            reader.join()
-        timings["decode"] = self._decode_seconds
+            if finished:
+                reader.join()
+            else:
+                stop.set()
+                left = []
+                while True:
+                    try:
+                        left.append(window.get_nowait())
+                    except queue.Empty:
+                        break
+                _abandon([entry for entry in left if isinstance(entry, Future)])
 
     def _read_into(self, spec: ShardSpec, shard_index: int, truth: GroundTruth | None, window: queue.Queue,
-                   stop: threading.Event, timings: dict[str, float]) -> None:
+                   stop: threading.Event, timings: dict[str, float], threads: ThreadSeconds) -> None:
         """The reader thread: streams the shard, submits each sample's decode, and queues the futures in order;
-        then the end marker, or the exception that stopped the stream."""
+        then the end marker, or the exception that stopped the stream. Ends without either once ``stop`` is set."""
         seconds = 0.0
         try:
             started = time.perf_counter()
             for position, sample in enumerate(read_shard(spec, self.config.storage_options)):
                 seconds += time.perf_counter() - started
-                rank = shard_index * RANK_STRIDE + position
-                future = self.decode_pool.submit(self._decode, sample, rank, truth)
-                while not stop.is_set():
-                    try:
-                        window.put(future, timeout=0.05)
-                        break
-                    except queue.Full:
-                        pass
                 if stop.is_set():
+                    return
+                rank = shard_index * RANK_STRIDE + position
+                future = self.decode_pool.submit(self._decode, sample, rank, truth, threads)
+                if not _offer(window, future, stop):
+                    future.cancel()
                     return
                 started = time.perf_counter()
             seconds += time.perf_counter() - started
-            window.put(_END)
+            _offer(window, _END, stop)
         except BaseException as error:  # noqa: BLE001 - handed to the model's side, which raises it
-            if not stop.is_set():
-                window.put(error)
+            _offer(window, error, stop)
         finally:
             timings["read"] = timings.get("read", 0.0) + seconds
 
-    def _decode(self, sample: Sample, rank: int, truth: GroundTruth | None) -> Decoded:
-        """Decodes one sample and its ground truth; failures become a status and reason."""
+    def _decode(self, sample: Sample, rank: int, truth: GroundTruth | None,
+                threads: ThreadSeconds | None = None) -> Decoded:
+        """Decodes one sample and its ground truth; failures become a status and reason. Its seconds are added to
+        ``threads``' ``decode`` stage."""
         if sample.error is not None:
             return Decoded(sample, status="bad_member", error=sample.error)
         started = time.perf_counter()
@@ -259,8 +286,8 @@ class ShardWorker:
             missed = Truth(rank, sample.key, error="the image could not be labelled") if has_truth else None
             return Decoded(sample, status=error.status, error=str(error), truth=missed)
         decoded = Decoded(sample, image, truth=self._truth(sample, rank, truth))
-        with self._partial_lock:  # thread seconds: decoding overlaps the model, so this can exceed the wait
-            self._decode_seconds += time.perf_counter() - started
+        if threads is not None:  # thread seconds: decoding overlaps the model, so this can exceed the wait
+            threads.add("decode", time.perf_counter() - started)
         return decoded
 
     def _truth(self, sample: Sample, rank: int, truth: GroundTruth | None) -> Truth | None:
@@ -309,7 +336,8 @@ class ShardWorker:
                 yield batch
         yield from buckets.values()
 
-    def _submit_batch(self, batch: list[Decoded], timings: dict[str, float]) -> list[Future | Unlabelled]:
+    def _submit_batch(self, batch: list[Decoded], timings: dict[str, float],
+                      threads: ThreadSeconds) -> list[Future | Unlabelled]:
         """Segments the batch's good images, brings their id maps to the host, and submits each row's encoding
         (the error rows are made at once); :meth:`_collect_batch` takes the rows, in the batch's order."""
         good = [item for item in batch if item.image is not None]
@@ -319,12 +347,17 @@ class ShardWorker:
         timings["to_host"] = timings.get("to_host", 0.0) + time.perf_counter() - started
         results = iter(results)
         pending: list[Future | Unlabelled] = []
-        for item in batch:
-            if item.image is None:
-                row = error_row(item.sample.key, item.sample.source, item.status, item.error or "", self.segmenter.spec)
-                pending.append(Unlabelled(row, had_truth=item.truth is not None))
-            else:
-                pending.append(self.encode_pool.submit(self._image_row, item, next(results), next(maps)))
+        try:
+            for item in batch:
+                if item.image is None:
+                    row = error_row(item.sample.key, item.sample.source, item.status, item.error or "",
+                                    self.segmenter.spec)
+                    pending.append(Unlabelled(row, had_truth=item.truth is not None))
+                else:
+                    pending.append(self.encode_pool.submit(self._image_row, item, next(results), next(maps), threads))
+        except BaseException:
+            _abandon([done for done in pending if isinstance(done, Future)])
+            raise
         return pending
 
     def _collect_batch(self, pending: list[Future | Unlabelled], timings: dict[str, float]) -> list[dict]:
@@ -346,8 +379,10 @@ class ShardWorker:
         timings["encode_wait"] = timings.get("encode_wait", 0.0) + time.perf_counter() - started
         return rows
 
-    def _image_row(self, item: Decoded, result: PanopticResult, host_map: np.ndarray) -> tuple[dict, ImageViews | None]:
-        """The row of a labelled image (its id map as a PNG, its segments) and, with ground truth, its views."""
+    def _image_row(self, item: Decoded, result: PanopticResult, host_map: np.ndarray,
+                   threads: ThreadSeconds | None = None) -> tuple[dict, ImageViews | None]:
+        """The row of a labelled image (its id map as a PNG, its segments) and, with ground truth, its views; its
+        seconds are added to ``threads``' ``encode`` stage."""
         started = time.perf_counter()
         id_map = host_map.astype(np.uint32)  # once: the PNG and the PQ match both take uint32
         status, error, views = STATUS_OK, None, None
@@ -361,14 +396,32 @@ class ShardWorker:
         png = encode_ids(id_map)
         row = image_row(item.sample.key, item.sample.source, width, height, png, result.segments,
                         self.segmenter.spec, status, error)
-        with self._partial_lock:
-            self._encode_seconds += time.perf_counter() - started
+        if threads is not None:
+            threads.add("encode", time.perf_counter() - started)
         return row, views
 
     def close(self) -> None:
         """Stops the thread pools."""
         self.decode_pool.shutdown()
         self.encode_pool.shutdown()
+
+
+def _offer(window: queue.Queue, entry, stop: threading.Event) -> bool:
+    """Puts ``entry`` into the bounded queue, waiting for room until ``stop`` is set; whether it went in."""
+    while not stop.is_set():
+        try:
+            window.put(entry, timeout=0.05)
+            return True
+        except queue.Full:
+            pass
+    return False
+
+
+def _abandon(futures: list[Future]) -> None:
+    """Cancels the futures not started and waits for the running ones, whose results and errors are dropped."""
+    for future in futures:
+        future.cancel()
+    wait(futures)
 
 
 def read_truth(ref: TruthRef, storage_options: Mapping | None = None) -> Truth:

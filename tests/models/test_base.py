@@ -57,6 +57,13 @@ def test_packed_id_maps_come_back_exact_in_the_narrowest_type(largest, dtype):
         np.testing.assert_array_equal(array.astype(np.int64), id_map.numpy())
 
 
+def test_packing_refuses_ids_the_narrow_type_would_wrap():
+    with pytest.raises(ValueError, match=r"id map 1 .* \[0, 200\].*\[5, 300\]"):
+        pack_to_host([torch.zeros((2, 2), dtype=torch.int32), torch.tensor([[300, 5]], dtype=torch.int32)], 200)
+    with pytest.raises(ValueError, match=r"\[-1, 3\]"):
+        pack_to_host([torch.tensor([[-1, 3]], dtype=torch.int32)], 200)
+
+
 def test_id_maps_to_host_views_cpu_maps_and_packs_device_maps():
     maps = [torch.arange(12, dtype=torch.int32).reshape(3, 4), torch.full((2, 2), 7, dtype=torch.int32)]
     results = [PanopticResult(m, [{"id": int(i)} for i in m.unique() if i > 0]) for m in maps]

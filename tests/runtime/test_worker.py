@@ -6,6 +6,7 @@ import io
 import json
 import tarfile
 import threading
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -185,10 +186,10 @@ def test_a_batch_is_encoded_while_the_model_works_on_the_next(tmp_path):
     gated = worker.segmenter = GatedSegmenter(worker.segmenter)
     seen, encode = [], worker._image_row
 
-    def image_row(item, result, host_map):  # the first batch's rows wait until the second batch is in the model
+    def image_row(item, result, host_map, threads=None):  # the first batch's rows wait for the second batch
         if item.sample.key in ("000000", "000001", "000002"):
             seen.append(gated.second_call.wait(timeout=10))
-        return encode(item, result, host_map)
+        return encode(item, result, host_map, threads)
 
     worker._image_row = image_row
     try:
@@ -217,7 +218,10 @@ def test_a_model_failure_stops_the_reader_and_commits_nothing(tmp_path):
     try:
         with pytest.raises(RuntimeError, match="fell over"):
             worker.label_shard(spec)
-        assert not [t for t in threading.enumerate() if t.name.startswith("read-")]
+        readers = [t for t in threading.enumerate() if t.name == f"read-{spec.shard_id}"]
+        for reader in readers:  # it sees the stop after the sample it is reading
+            reader.join(timeout=10)
+        assert not any(reader.is_alive() for reader in readers)
         assert spec.shard_id not in committed_shards(worker.output)
     finally:
         worker.close()
@@ -234,3 +238,89 @@ def test_a_shard_truncated_after_good_samples_raises_from_the_reader_and_commits
         worker.label_shard(spec)
     assert spec.shard_id not in committed_shards(worker.output)
     assert not [t for t in threading.enumerate() if t.name.startswith("read-")]
+
+
+class FailingOnSecondBatch(RecordingSegmenter):
+    def segment(self, images, timings=None):
+        if self.batches:
+            raise RuntimeError("the device fell over on the second batch")
+        return super().segment(images, timings)
+
+
+def test_a_failed_shard_leaves_no_encode_or_decode_running_into_the_next(tmp_path):
+    write_mixed_tar(tmp_path / "corpus-00000.tar", [(120, 160)] * 12)
+    (spec,) = list_shards(str(tmp_path / "corpus-00000.tar"))
+    worker = ShardWorker(WorkerConfig(output=str(tmp_path / "labels"), model="demo",
+                                      model_options=ModelOptions(device="cpu"), batch_size=3, decode_threads=1,
+                                      encode_threads=1))
+    worker.segmenter = FailingOnSecondBatch(worker.segmenter)
+    lock, state = threading.Lock(), {"active": 0, "started": 0}
+    encode, decode = worker._image_row, worker._decode
+
+    def tracked(work, delay):
+        def call(*args):
+            with lock:
+                state["active"] += 1
+                state["started"] += 1
+            try:
+                time.sleep(delay)
+                return work(*args)
+            finally:
+                with lock:
+                    state["active"] -= 1
+        return call
+
+    # encodes slow enough that the first batch's are still running when the second batch fails
+    worker._image_row, worker._decode = tracked(encode, 0.2), tracked(decode, 0.0)
+    try:
+        with pytest.raises(RuntimeError, match="second batch"):
+            worker.label_shard(spec)
+        with lock:
+            active, started = state["active"], state["started"]
+        time.sleep(0.3)
+        assert active == 0  # nothing of the failed shard was still running when it raised
+        assert state["started"] == started  # and nothing started afterwards
+        assert spec.shard_id not in committed_shards(worker.output)
+    finally:
+        worker.close()
+
+
+def test_a_model_failure_does_not_wait_for_a_slow_read(tmp_path, monkeypatch):
+    import segcore.runtime.worker as worker_module
+
+    write_mixed_tar(tmp_path / "corpus-00000.tar", [(120, 160)] * 12)
+    (spec,) = list_shards(str(tmp_path / "corpus-00000.tar"))
+    release = threading.Event()
+    real_read = worker_module.read_shard
+
+    def slow_storage(spec, storage_options=None):  # the real reader, with storage stalling after 4 samples
+        for position, sample in enumerate(real_read(spec, storage_options)):
+            if position == 4:
+                release.wait(timeout=30)
+            yield sample
+
+    monkeypatch.setattr(worker_module, "read_shard", slow_storage)
+    worker = ShardWorker(WorkerConfig(output=str(tmp_path / "labels"), model="demo",
+                                      model_options=ModelOptions(device="cpu"), batch_size=2, decode_threads=1,
+                                      encode_threads=1))
+    worker.segmenter = FailingOnSecondBatch(worker.segmenter)
+    failed = threading.Event()
+
+    def label():
+        with pytest.raises(RuntimeError, match="second batch"):
+            worker.label_shard(spec)
+        failed.set()
+
+    runner = threading.Thread(target=label)
+    try:
+        runner.start()
+        assert failed.wait(timeout=20)  # raised while the read was still stalled
+        assert not release.is_set()
+    finally:
+        release.set()
+        runner.join(timeout=30)
+        worker.close()
+    reader = [t for t in threading.enumerate() if t.name == f"read-{spec.shard_id}"]
+    for thread in reader:
+        thread.join(timeout=10)
+    assert not any(t.is_alive() for t in reader)  # the reader saw the stop once the read returned

@@ -144,6 +144,17 @@ def summarise(runs: list[dict], images: int) -> dict:
     }
 
 
+def wait_for_peers(folder: Path, count: int, timeout: float = 600.0) -> None:
+    """Marks this run ready in ``folder`` and waits until ``count`` runs are."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"ready-{os.getpid()}").touch()
+    deadline = time.monotonic() + timeout
+    while len(list(folder.glob("ready-*"))) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Expected {count} runs ready in {folder} within {timeout:.0f} s")
+        time.sleep(0.01)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device-ms", type=float, nargs="+", default=[2.0, 4.0, 8.0],
@@ -158,6 +169,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--encode-threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", default="bench/out/device_overlap.json")
+    parser.add_argument("--barrier", default=None,
+                        help="folder shared with other runs: after the warm-up, wait until --barrier-count runs "
+                             "are ready (bench/actor_scaling.py starts several at once)")
+    parser.add_argument("--barrier-count", type=int, default=1)
     parser.add_argument("--smoke", action="store_true", help="8 images, batch 4, device 1 ms, 1 repeat")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -177,6 +192,9 @@ def main(argv: list[str] | None = None) -> None:
                      for n in args.shard_images for truth in ("no gt", "with gt")}
             for (n, _), spec in specs.items():  # warm-up: thread pools, caches, compiled kernels
                 run_once(worker, spec, n, 0.0)
+            if args.barrier:
+                wait_for_peers(Path(args.barrier), args.barrier_count)
+            measuring_started = time.time()
             for repeat in range(args.repeats):
                 for n, ms, truth in settings:
                     runs[(n, ms, truth)].append(run_once(worker, specs[(n, truth)], n, ms / 1e3))
@@ -193,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{found['cpu_cores_busy']:.2f} cores busy", flush=True)
     document = {
         "args": vars(args),
+        "started_measuring": measuring_started,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "torch": torch.__version__},
         "load": {"before": load_before, "after": os.getloadavg()},

@@ -35,8 +35,9 @@ stages)  # pre-processing, forward, post-processing per model on the GPU
     $py bench/models.py --models demo,eomt-large-640,mask2former-swin-large --images 16 --batch 8 \
         --device cuda --dtype bfloat16 --out "$out/models_cuda.json"
     ;;
-host)  # the host side on this machine's cores: device stood in (goal 1's host half, goal 4)
+host)  # the host side on this machine's cores, device stood in: goal 1's host half, goal 4, goal 3 (actors)
     $py bench/device_overlap.py --repeats 2 --shard-images 512 --device-ms 2 4 8 --json "$out/device_overlap.json"
+    $py bench/actor_scaling.py --actors 1 2 4 8 --device-ms 4 --repeats 2 --json "$out/actor_scaling_4ms.json"
     ;;
 *)
     echo "Expected a part among quick, ratio, stages, host, but got '$part'" >&2

@@ -239,9 +239,9 @@ def stage_functions(worker: ShardWorker, samples: list[dict], specs: dict[str, S
         "shard_stats: label statistics of the rows (per image)": per_shard(lambda: json.dumps(shard_stats(rows))),
         "ShardWorker._decode: image only": lambda i: worker._decode(plain_samples[i], i, None),
         "ShardWorker._decode: image + gt": lambda i: worker._decode(gt_samples[i], i, None),
-        "ShardWorker._image_row: no gt": lambda i: image_row_call(decoded_plain[i], results[i],
+        "ShardWorker._image_row: no gt": lambda i: image_row_call(decoded_plain[i], results[i].segments,
                                                                   results[i].id_map_numpy()),
-        "ShardWorker._image_row: with gt": lambda i: image_row_call(decoded_gt[i], results[i],
+        "ShardWorker._image_row: with gt": lambda i: image_row_call(decoded_gt[i], results[i].segments,
                                                                     results[i].id_map_numpy()),
     }
     stages["torchvision decode_jpeg, CPU (option)"] = lambda i: decode_jpeg(
@@ -350,7 +350,7 @@ def profile(worker: ShardWorker, spec: ShardSpec, samples: list[dict], n: int, t
     for i in range(n):
         decoded = worker._decode(gt_samples[i], i, None)
         result = PanopticResult(torch.from_numpy(samples[i]["pred_ids"]), samples[i]["pred_segments"])
-        rows.append(image_row_call(decoded, result, result.id_map_numpy())[0])
+        rows.append(image_row_call(decoded, result.segments, result.id_map_numpy())[0])
     table_to_parquet(rows_to_table(rows))
     json.dumps(shard_stats(rows))
     profiler.disable()

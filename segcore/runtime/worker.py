@@ -32,7 +32,7 @@ from segcore.io.truth import GroundTruth, TruthRef
 from segcore.metrics.pq import PQInputError
 from segcore.metrics.stats import LabelStats
 from segcore.metrics.views import ImageViews, ShardViews, evaluate_image
-from segcore.models.base import PanopticResult, id_maps_to_host, orientation
+from segcore.models.base import id_maps_to_host, orientation
 from segcore.models.registry import ModelOptions, load_segmenter
 from segcore.png import PNGError, decode_ids, encode_ids
 
@@ -354,7 +354,8 @@ class ShardWorker:
                                     self.segmenter.spec)
                     pending.append(Unlabelled(row, had_truth=item.truth is not None))
                 else:
-                    pending.append(self.encode_pool.submit(self._image_row, item, next(results), next(maps), threads))
+                    pending.append(self.encode_pool.submit(self._image_row, item, next(results).segments, next(maps),
+                                                           threads))  # not the result: its device map can go
         except BaseException:
             _abandon([done for done in pending if isinstance(done, Future)])
             raise
@@ -379,22 +380,22 @@ class ShardWorker:
         timings["encode_wait"] = timings.get("encode_wait", 0.0) + time.perf_counter() - started
         return rows
 
-    def _image_row(self, item: Decoded, result: PanopticResult, host_map: np.ndarray,
+    def _image_row(self, item: Decoded, segments: list[dict], host_map: np.ndarray,
                    threads: ThreadSeconds | None = None) -> tuple[dict, ImageViews | None]:
-        """The row of a labelled image (its id map as a PNG, its segments) and, with ground truth, its views; its
-        seconds are added to ``threads``' ``encode`` stage."""
+        """The row of a labelled image (its id map, on the host, as a PNG; its segments, as the segmenter listed
+        them) and, with ground truth, its views; its seconds are added to ``threads``' ``encode`` stage."""
         started = time.perf_counter()
         id_map = host_map.astype(np.uint32)  # once: the PNG and the PQ match both take uint32
         status, error, views = STATUS_OK, None, None
         if item.truth is not None:
             try:
-                views = evaluate_truth(item.sample.key, item.sample.source, item.truth, id_map, result.segments,
+                views = evaluate_truth(item.sample.key, item.sample.source, item.truth, id_map, segments,
                                        self.segmenter.categories)
             except PQInputError as problem:
                 status, error = BAD_GROUND_TRUTH, str(problem)
         height, width = id_map.shape
         png = encode_ids(id_map)
-        row = image_row(item.sample.key, item.sample.source, width, height, png, result.segments,
+        row = image_row(item.sample.key, item.sample.source, width, height, png, segments,
                         self.segmenter.spec, status, error)
         if threads is not None:
             threads.add("encode", time.perf_counter() - started)

@@ -186,10 +186,10 @@ def test_a_batch_is_encoded_while_the_model_works_on_the_next(tmp_path):
     gated = worker.segmenter = GatedSegmenter(worker.segmenter)
     seen, encode = [], worker._image_row
 
-    def image_row(item, result, host_map, threads=None):  # the first batch's rows wait for the second batch
+    def image_row(item, segments, host_map, threads=None):  # the first batch's rows wait for the second batch
         if item.sample.key in ("000000", "000001", "000002"):
             seen.append(gated.second_call.wait(timeout=10))
-        return encode(item, result, host_map, threads)
+        return encode(item, segments, host_map, threads)
 
     worker._image_row = image_row
     try:

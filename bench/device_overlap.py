@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_per_image import HEIGHT, WIDTH, make_corpus, write_shard  # noqa: E402
+from cpu_per_image import HEIGHT, WIDTH, ReplaySegmenter, make_corpus, write_shard  # noqa: E402
 
 from segcore.categories import coco_panoptic_categories  # noqa: E402
 from segcore.models.base import PanopticResult  # noqa: E402
@@ -54,9 +54,9 @@ from segcore.models.registry import ModelOptions  # noqa: E402
 from segcore.runtime.worker import ShardWorker, WorkerConfig  # noqa: E402
 
 
-class DeviceStandIn:
+class DeviceStandIn(ReplaySegmenter):
     """The worker's segmenter with ``segment`` replaced: a device computing ``seconds_per_image`` per image of the
-    batch while the host waits, then the precomputed predictions in order.
+    batch while the host waits, then the precomputed predictions in order (``ReplaySegmenter``'s).
 
     With ``launches`` > 0 the host first makes that many tiny torch calls (each takes and gives back the GIL, as a
     CUDA kernel launch from Python does) while the device is taken to run from the first call, then waits for the
@@ -65,17 +65,12 @@ class DeviceStandIn:
 
     def __init__(self, real, predictions: list[tuple[np.ndarray, list[dict]]], seconds_per_image: float,
                  launches: int = 0):
-        self.real = real
-        self.predictions = predictions
+        super().__init__(real, predictions)
         self.seconds_per_image = seconds_per_image
         self.launches = launches
-        self.position = 0
         self.busy = 0.0
         self.launch_seconds = 0.0
         self._scalar = torch.zeros(1)
-
-    def __getattr__(self, name):
-        return getattr(self.real, name)
 
     def segment(self, images, timings=None) -> list[PanopticResult]:
         started = time.perf_counter()
@@ -85,16 +80,10 @@ class DeviceStandIn:
             value = value + 1
         self.launch_seconds += time.perf_counter() - started
         time.sleep(max(0.0, started + device - time.perf_counter()))
-        busy = time.perf_counter() - started
         self.busy += device
         if timings is not None:
-            timings["forward"] = timings.get("forward", 0.0) + busy
-        results = []
-        for _ in images:
-            id_map, segments = self.predictions[self.position % len(self.predictions)]
-            results.append(PanopticResult(torch.from_numpy(id_map), [dict(s) for s in segments]))
-            self.position += 1
-        return results
+            timings["forward"] = timings.get("forward", 0.0) + time.perf_counter() - started
+        return super().segment(images)
 
 
 def repeated(samples: list[dict], count: int) -> list[dict]:

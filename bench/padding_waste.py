@@ -15,9 +15,9 @@ pass by one of three strategies:
 
 Each batch is then shaped as each backend shapes it (read from ``segcore/models``):
 
-- ``hf`` backends (demo, Mask2Former, MaskFormer, DETR, OneFormer): ``Preprocessing.resized_size`` (short side,
-  long side cap, size divisor rounding up by resizing, not padding), then ``prepare_batch`` pads every image to
-  the batch's largest height and width; EoMT pads to a fixed (shortest_edge, longest_edge) square instead;
+- ``hf`` backends (demo, Mask2Former, MaskFormer, DETR, OneFormer): ``Preprocessing.resized_size`` (each family's
+  reference resize rule), then ``prepare_batch`` pads every image to the batch's largest height and width
+  (rounded up to the size divisor for the detectron2 families); EoMT pads to its fixed square instead;
 - ``torchvision``: Mask R-CNN's ``GeneralizedRCNNTransform`` (min 800, max 1333, scale floor) pads to the batch's
   largest size rounded up to 32; the semantic model runs each group of equal-sized images separately (no padding,
   smaller forward passes: reported as images per semantic forward pass).
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from segcore.models.demo import image_processor_config
-from segcore.models.hf import Preprocessing, prepare_batch
+from segcore.models.preprocess import Preprocessing, prepare_batch
 from segcore.models.zoo import PROCESSORS
 
 # (width, height) as COCO writes sizes, and the assumed share of each in COCO val2017 (most images have a long
@@ -159,8 +159,8 @@ def measure(shards: list[list[tuple[int, int]]], batch: int, check: list[tuple[i
     for name, (family, config) in HF_BACKENDS.items():
         preprocessing = Preprocessing.from_config(config, family)
 
-        def pad(sizes, fixed=preprocessing.pad_size):
-            return fixed or pad_to_max(sizes)
+        def pad(sizes, p=preprocessing):
+            return p.padded_size(sizes)
 
         check_against_prepare_batch(preprocessing, check, pad)
         results[name] = {strategy: waste_of(shards, strategy, batch, lambda s, p=preprocessing: p.resized_size(*s),

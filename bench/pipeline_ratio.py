@@ -39,7 +39,7 @@ import torch
 from PIL import Image
 
 from segcore.io.shards import list_shards
-from segcore.models.hf import prepare_batch
+from segcore.models.preprocess import prepare_batch
 from segcore.models.registry import ModelOptions
 from segcore.models.zoo import PROCESSORS, published_segmenter
 from segcore.runtime.worker import ShardWorker, WorkerConfig

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 
+from segcore.categories import DATASETS
 from segcore.io.commit import ManifestMismatch
 from segcore.io.lock import JobLocked
 from segcore.models.registry import ModelOptions, describe_specs
@@ -32,6 +33,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default=None)
     parser.add_argument("--score-threshold", type=float, default=None)
     parser.add_argument("--label-map", default=None, help="JSON file mapping model labels to dataset category ids")
+    parser.add_argument("--dataset", default=None, choices=sorted(DATASETS),
+                        help="the dataset an hf: model was trained on: its categories label the output (presets "
+                             "set it)")
+    parser.add_argument("--input-size", default=None, metavar="SHORT,LONG",
+                        help="resize to this shortest/longest edge instead of the model's processor config")
     parser.add_argument("--actors", type=int, default=None)
     parser.add_argument("--gpus-per-actor", type=float, default=None)
     parser.add_argument("--cpus-per-actor", type=float, default=1.0)
@@ -50,10 +56,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def parse_input_size(text: str) -> tuple[int, int]:
+    """``"800,1333"`` -> ``(800, 1333)``; raises ValueError naming the flag otherwise."""
+    try:
+        short, long = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"Expected --input-size as SHORT,LONG (e.g. 800,1333), but got {text!r}") from None
+    return short, long
+
+
 def config_from(args: argparse.Namespace) -> LabelJobConfig:
     storage_options = json.loads(args.storage_options)
+    input_size = parse_input_size(args.input_size) if args.input_size else None
     options = ModelOptions(device=args.device, dtype=args.dtype, score_threshold=args.score_threshold,
-                           label_map=args.label_map, storage_options=storage_options)
+                           label_map=args.label_map, storage_options=storage_options, dataset=args.dataset,
+                           input_size=input_size)
     return LabelJobConfig(
         input=args.input, output=args.output, model=args.model, model_options=options, gt=args.gt,
         gt_dir=args.gt_dir, actors=args.actors,

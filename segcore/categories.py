@@ -118,8 +118,69 @@ class Categories(Sequence[Category]):
 
 def coco_panoptic_categories() -> Categories:
     """Returns the 133 COCO panoptic categories (80 things, 53 stuff) shipped with the package."""
-    text = resources.files("segcore").joinpath("data/coco_panoptic_categories.json").read_text()
+    return _packaged("coco_panoptic_categories.json")
+
+
+def _packaged(name: str) -> Categories:
+    text = resources.files("segcore").joinpath(f"data/{name}").read_text()
     return Categories.from_coco(json.loads(text))
+
+
+# dataset name -> its COCO-panoptic categories, in the order of the models' contiguous labels:
+# COCO panoptic (panopticapi's panoptic_coco_categories.json), ADE20K panoptic (Mask2Former's
+# prepare_ade20k_pan_seg.py: ids 0..149 in SceneParse150 order, 100 things), Cityscapes panoptic
+# (cityscapesScripts' createPanopticImgs.py: label ids, listed in train-id order, 8 things)
+DATASETS = {
+    "coco-panoptic": "coco_panoptic_categories.json",
+    "ade20k-panoptic": "ade20k_panoptic_categories.json",
+    "cityscapes-panoptic": "cityscapes_panoptic_categories.json",
+}
+
+
+def dataset_categories(dataset: str) -> Categories:
+    """The categories of a dataset models are trained on (see :data:`DATASETS`).
+
+    Raises:
+        ValueError: an unknown dataset; the known ones are listed.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"Expected `dataset` to be one of {sorted(DATASETS)}, but got {dataset!r}")
+    return _packaged(DATASETS[dataset])
+
+
+def label_map_of_dataset(
+    dataset: str, names: Sequence[str], categories: Categories | None = None, by_id: bool = False
+) -> LabelMap:
+    """The label map of a model trained on ``dataset``, by label index.
+
+    Mask2Former, OneFormer, MaskFormer and EoMT have one label per category in the dataset's order (label i is the
+    i-th category); DETR's labels are the category ids themselves (``by_id``: its 250 labels, label i is
+    category i, unused ids map to nothing).
+
+    Args:
+        dataset: a name in :data:`DATASETS`.
+        names: the model's label names, in label order (for messages and the manifest).
+        categories: the job's categories (a ground truth's), which must hold every mapped id; default the
+            dataset's own.
+        by_id: labels are category ids (DETR).
+
+    Raises:
+        ValueError: an unknown dataset, a label count that does not fit, or ids the job's categories lack.
+    """
+    known = dataset_categories(dataset)
+    if by_id and len(names) > max(known.ids):
+        mapped: list[int | None] = [i if i in known else None for i in range(len(names))]
+    elif not by_id and len(names) == len(known):
+        mapped = [c.id for c in known]
+    else:
+        expected = f"more than {max(known.ids)} labels (labels = category ids)" if by_id else \
+            f"{len(known)} labels (one per category)"
+        raise ValueError(f"Expected a model trained on {dataset} to have {expected}, but it has {len(names)}")
+    missing = sorted({c for c in mapped if c is not None} - set((categories or known).ids))
+    if missing:
+        raise ValueError(f"Expected the job's categories to hold the {dataset} category ids the model predicts, "
+                         f"but {missing} are missing")
+    return LabelMap(tuple(mapped), tuple(names))
 
 
 def categories_from_json(document: Mapping | Sequence) -> Categories:

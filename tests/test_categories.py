@@ -249,3 +249,40 @@ def test_label_map_json_round_trip():
 
 def test_label_map_from_json_without_names():
     assert LabelMap.from_json({"category_ids": [1, 3]}) == LabelMap((1, 3), ())
+
+
+# ------------------------------------------------------------------------------------ datasets models train on
+
+
+def test_dataset_label_maps_follow_each_training_convention():
+    from segcore.categories import dataset_categories, label_map_of_dataset
+
+    coco = label_map_of_dataset("coco-panoptic", [f"LABEL_{i}" for i in range(133)])
+    assert coco.category_ids[:3] == (1, 2, 3) and coco.category_ids[-1] == 200  # label i = the i-th category
+    detr = label_map_of_dataset("coco-panoptic", ["N/A"] * 250, by_id=True)  # DETR: label i = category id i
+    assert detr.category_ids[1] == 1 and detr.category_ids[12] is None and detr.category_ids[200] == 200
+    assert label_map_of_dataset("ade20k-panoptic", ["x"] * 150).category_ids == tuple(range(150))
+    cityscapes = label_map_of_dataset("cityscapes-panoptic", ["x"] * 19).category_ids  # train ids -> label ids
+    assert cityscapes[0] == 7 and cityscapes[11] == 24 and cityscapes[18] == 33
+    assert [c.name for c in dataset_categories("cityscapes-panoptic")][11] == "person"
+
+
+def test_dataset_label_maps_refuse_what_does_not_fit():
+    from segcore.categories import Categories, dataset_categories, label_map_of_dataset
+
+    with pytest.raises(ValueError, match="150 labels"):
+        label_map_of_dataset("ade20k-panoptic", ["x"] * 19)
+    with pytest.raises(ValueError, match="ade20k-panoptic"):
+        label_map_of_dataset("imagenet", ["x"] * 19)
+    partial = Categories(list(dataset_categories("ade20k-panoptic"))[:100])
+    with pytest.raises(ValueError, match=r"\[100, 101"):
+        label_map_of_dataset("ade20k-panoptic", ["x"] * 150, partial)
+
+
+def test_the_shipped_datasets_have_their_published_sizes():
+    from segcore.categories import dataset_categories
+
+    for name, total, things in (("coco-panoptic", 133, 80), ("ade20k-panoptic", 150, 100),
+                                ("cityscapes-panoptic", 19, 8)):
+        categories = dataset_categories(name)
+        assert (len(categories), sum(c.isthing for c in categories)) == (total, things)

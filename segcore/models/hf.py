@@ -1,8 +1,12 @@
-"""The ``hf:`` backend: transformers universal segmentation models (DETR, MaskFormer, Mask2Former, OneFormer, EoMT).
+"""The ``hf:`` backend: transformers universal segmentation models (DETR, MaskFormer, Mask2Former, OneFormer, EoMT,
+EoMT-DINOv3).
 
-Only the model's forward pass comes from transformers. Pre-processing (resize, normalise, pad) runs on the
-device from uint8 images, following the model's image-processor config; post-processing is
-:mod:`segcore.models.postprocess`, correct for padded batches of mixed sizes.
+Only the model's forward pass comes from transformers. Pre- and post-processing are each family's original
+repository's, on the device: :mod:`segcore.models.preprocess` (resize rule, Pillow's bilinear resize, pad and
+normalise in the reference's order, with the sizes and statistics of the model's image-processor config),
+:mod:`segcore.models.postprocess` (Mask2Former, OneFormer, MaskFormer, EoMT) and
+:mod:`segcore.models.detr_postprocess` (DETR). A batch of mixed sizes is run in groups of one input size, so an
+image gets the labels it gets alone.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -18,9 +21,15 @@ from typing import Mapping, Sequence
 import fsspec
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from segcore.categories import Categories, LabelMap, coco_panoptic_categories, label_map_by_name
+from segcore.categories import (
+    Categories,
+    LabelMap,
+    coco_panoptic_categories,
+    dataset_categories,
+    label_map_by_name,
+    label_map_of_dataset,
+)
 from segcore.models.base import (
     PanopticResult,
     StageClock,
@@ -31,7 +40,9 @@ from segcore.models.base import (
     resolve_dtype,
     select_device,
 )
-from segcore.models.postprocess import LabelTables, Thresholds, panoptic_from_queries
+from segcore.models.detr_postprocess import detr_panoptic
+from segcore.models.postprocess import Geometry, LabelTables, Thresholds, panoptic_from_queries
+from segcore.models.preprocess import Preprocessing, prepare_batch
 from segcore.models.registry import ModelOptions
 from segcore.models.weights import fetch, is_remote
 
@@ -51,116 +62,40 @@ FAMILIES = {
         "OneFormerForUniversalSegmentation", "class_queries_logits", "masks_queries_logits", "OneFormerImageProcessor"
     ),
     "eomt": ("EomtForUniversalSegmentation", "class_queries_logits", "masks_queries_logits", "EomtImageProcessor"),
+    "eomt_dinov3": (
+        "EomtDinov3ForUniversalSegmentation", "class_queries_logits", "masks_queries_logits", "EomtImageProcessor"
+    ),
 }
-DEFAULT_SCORE_THRESHOLD = 0.8
-DEFAULT_OVERLAP_THRESHOLD = 0.8
-PLACEHOLDER_LABELS = ("N/A", "__background__", "background")  # label names allowed to map to no category
-ONEFORMER_TASK = "the task is panoptic"
 
 
 @dataclass(frozen=True)
-class Preprocessing:
-    """How images become model input, read from the model's image-processor config.
+class FamilyRule:
+    """A family's reference post-processing.
 
     Attributes:
-        shortest_edge, longest_edge: resize so the short side is ``shortest_edge`` unless the long side would
-            exceed ``longest_edge`` (transformers' rule); None for no resize.
-        size_divisor: the resized size is rounded up to a multiple of this (MaskFormer family), 0 for none.
-        pad_size: pad every image to this (height, width) (EoMT), else to the largest in the batch.
-        rescale: factor from uint8 to the model's range (1/255).
-        mean, std: per-channel normalisation after rescaling.
+        postprocess: ``mask`` (:mod:`segcore.models.postprocess`) or ``detr`` (:mod:`segcore.models.detr_postprocess`).
+        segment_threshold: a segment keeps only its pixels at or above the mask threshold (all but MaskFormer).
+        score_threshold: the reference's evaluation score threshold (default of ``ModelOptions.score_threshold``).
+        reference: the original code the rule follows.
     """
 
-    shortest_edge: int | None
-    longest_edge: int | None
-    size_divisor: int
-    pad_size: tuple[int, int] | None
-    rescale: float
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    @classmethod
-    def from_config(cls, config: Mapping, family: str = "mask2former") -> "Preprocessing":
-        """Reads a transformers image-processor config dict (``preprocessor_config.json``) of a model family.
-
-        EoMT's ``do_pad`` pads to the (shortest_edge, longest_edge) square; other families pad to the batch's
-        largest image unless ``pad_size`` fixes a size.
-        """
-        size = config.get("size") or {}
-        do_resize = config.get("do_resize", True)
-        shortest = size.get("shortest_edge") if do_resize else None
-        longest = size.get("longest_edge") if do_resize else None
-        pad_size = None
-        if family == "eomt" and config.get("do_pad") and shortest:
-            pad_size = (int(shortest), int(longest or shortest))
-        elif config.get("pad_size"):
-            pad_size = (int(config["pad_size"]["height"]), int(config["pad_size"]["width"]))
-        rescale = config.get("rescale_factor", 1 / 255) if config.get("do_rescale", True) else 1.0
-        normalize = config.get("do_normalize", True)
-        mean = tuple(config.get("image_mean", (0.485, 0.456, 0.406))) if normalize else (0.0, 0.0, 0.0)
-        std = tuple(config.get("image_std", (0.229, 0.224, 0.225))) if normalize else (1.0, 1.0, 1.0)
-        return cls(shortest, longest, int(config.get("size_divisor") or 0), pad_size, float(rescale), mean, std)
-
-    def resized_size(self, height: int, width: int) -> tuple[int, int]:
-        """The (height, width) an image is resized to, as transformers computes it."""
-        if self.shortest_edge is None:
-            new_height, new_width = height, width
-        else:
-            new_height, new_width = _size_with_aspect_ratio(height, width, self.shortest_edge, self.longest_edge)
-        if self.size_divisor:
-            new_height = math.ceil(new_height / self.size_divisor) * self.size_divisor
-            new_width = math.ceil(new_width / self.size_divisor) * self.size_divisor
-        return new_height, new_width
+    postprocess: str
+    segment_threshold: bool
+    score_threshold: float
+    reference: str
 
 
-def _size_with_aspect_ratio(height: int, width: int, size: int, max_size: int | None) -> tuple[int, int]:
-    """transformers' ``get_size_with_aspect_ratio``: short side ``size``, long side at most ``max_size``."""
-    raw_size = None
-    if max_size is not None:
-        short, long = float(min(height, width)), float(max(height, width))
-        if long / short * size > max_size:
-            raw_size = max_size * short / long
-            size = int(round(raw_size))
-    if (height <= width and height == size) or (width <= height and width == size):
-        return height, width
-    scale = raw_size if raw_size is not None else size
-    if width < height:
-        return int(scale * height / width), size
-    return size, int(scale * width / height)
-
-
-def prepare_batch(
-    images: Sequence[torch.Tensor], preprocessing: Preprocessing
-) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
-    """Resizes, normalises and pads a batch on its device.
-
-    Args:
-        images: uint8 ``(3, H, W)`` tensors on the device.
-
-    Returns:
-        ``(pixel_values, pixel_mask, valid_sizes)``: # (B, 3, Hp, Wp) float32, # (B, Hp, Wp) int64 with 1 on
-        image pixels, and each image's resized (height, width) inside the padded batch.
-    """
-    device = images[0].device
-    mean = torch.tensor(preprocessing.mean, device=device).view(3, 1, 1)
-    std = torch.tensor(preprocessing.std, device=device).view(3, 1, 1)
-    resized = []
-    for image in images:
-        size = preprocessing.resized_size(image.shape[1], image.shape[2])
-        pixels = image.float()
-        if size != tuple(image.shape[1:]):
-            pixels = F.interpolate(pixels[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
-        resized.append((pixels * preprocessing.rescale - mean) / std)
-    valid_sizes = [tuple(r.shape[1:]) for r in resized]
-    padded = preprocessing.pad_size or (max(s[0] for s in valid_sizes), max(s[1] for s in valid_sizes))
-    if any(h > padded[0] or w > padded[1] for h, w in valid_sizes):
-        raise ValueError(f"Expected resized images to fit the pad size {padded}, but got {valid_sizes}")
-    pixel_values = torch.zeros((len(images), 3, *padded), device=device)
-    pixel_mask = torch.zeros((len(images), *padded), dtype=torch.int64, device=device)
-    for index, (pixels, (height, width)) in enumerate(zip(resized, valid_sizes)):
-        pixel_values[index, :, :height, :width] = pixels
-        pixel_mask[index, :height, :width] = 1
-    return pixel_values, pixel_mask, valid_sizes
+RULES = {
+    "detr": FamilyRule("detr", False, 0.85, "facebookresearch/detr models/segmentation.py PostProcessPanoptic"),
+    "maskformer": FamilyRule("mask", False, 0.8, "facebookresearch/MaskFormer mask_former_model.py panoptic_inference"),
+    "mask2former": FamilyRule("mask", True, 0.8, "facebookresearch/Mask2Former maskformer_model.py panoptic_inference"),
+    "oneformer": FamilyRule("mask", True, 0.8, "SHI-Labs/OneFormer oneformer_model.py panoptic_inference"),
+    "eomt": FamilyRule("mask", True, 0.8, "tue-mps/eomt lightning_module.py to_per_pixel_preds_panoptic"),
+    "eomt_dinov3": FamilyRule("mask", True, 0.8, "tue-mps/eomt lightning_module.py to_per_pixel_preds_panoptic"),
+}
+DEFAULT_OVERLAP_THRESHOLD = 0.8
+PLACEHOLDER_LABELS = ("N/A", "__background__", "background")  # label names allowed to map to no category
+ONEFORMER_TASK = "the task is panoptic"
 
 
 class HFSegmenter:
@@ -187,7 +122,8 @@ class HFSegmenter:
         self.source = source
         self.device = next(model.parameters()).device
         self.dtype = resolve_dtype(options.dtype)
-        score = options.score_threshold if options.score_threshold is not None else DEFAULT_SCORE_THRESHOLD
+        self.rule = RULES[family]
+        score = options.score_threshold if options.score_threshold is not None else self.rule.score_threshold
         overlap = options.overlap_threshold if options.overlap_threshold is not None else DEFAULT_OVERLAP_THRESHOLD
         self.thresholds = Thresholds(score, options.mask_threshold, overlap)
         self.labels = LabelTables(*category_lookup(label_map, categories, self.device))
@@ -197,14 +133,17 @@ class HFSegmenter:
         self.pixels = [0, 0]  # image pixels, and pixels of the padded batches, fed to the model so far
 
     def batch_key(self, height: int, width: int) -> tuple[int, int]:
-        """The padded input size an image of this size takes: images of one key batch without padding waste
-        (EoMT's fixed square: one key for all)."""
-        return self.preprocessing.pad_size or self.preprocessing.resized_size(height, width)
+        """Images of one key share a model input size and get exactly the input they would get alone (the padded
+        size; DETR, whose batch is padded to its largest image: the resized size)."""
+        return self.preprocessing.batch_key(height, width)
 
     def segment(
         self, images: Sequence[np.ndarray | torch.Tensor], timings: dict[str, float] | None = None
     ) -> list[PanopticResult]:
         """Segments RGB uint8 images ``(H, W, 3)`` of mixed sizes; see :class:`segcore.models.base.Segmenter`.
+
+        Images are run in groups of one :meth:`batch_key` (in first-seen order), so each image's result is the
+        one it gets alone, whatever else is in the batch.
 
         Args:
             images: the batch.
@@ -213,25 +152,36 @@ class HFSegmenter:
         """
         if len(images) == 0:
             return []
-        clock = StageClock(self.device, timings)
+        results: list = [None] * len(images)
         with torch.inference_mode():
             tensors = images_to_device(images, self.device)
-            pixel_values, pixel_mask, valid_sizes = prepare_batch(tensors, self.preprocessing)
-            self.pixels[0] += sum(h * w for h, w in valid_sizes)
-            self.pixels[1] += pixel_mask.numel()
-            clock.lap("preprocess")
-            class_logits, mask_logits = self.forward(pixel_values, pixel_mask)
-            clock.lap("forward")
-            padded_h, padded_w = pixel_values.shape[2:]
-            grid_h, grid_w = mask_logits.shape[2:]
-            valid_grid = [(h * grid_h / padded_h, w * grid_w / padded_w) for h, w in valid_sizes]
-            output_sizes = [tuple(t.shape[1:]) for t in tensors]
-            id_maps, tables = panoptic_from_queries(
-                class_logits, mask_logits, valid_grid, output_sizes, self.labels, self.thresholds
-            )
-            results = finish_batch(id_maps, tables)
-            clock.lap("postprocess")
-            return results
+            groups: dict[tuple[int, int], list[int]] = {}
+            for position, tensor in enumerate(tensors):
+                groups.setdefault(self.batch_key(*tensor.shape[1:]), []).append(position)
+            for positions in groups.values():
+                group = self._segment_group([tensors[p] for p in positions], StageClock(self.device, timings))
+                for position, result in zip(positions, group):
+                    results[position] = result
+        return results
+
+    def _segment_group(self, tensors: list[torch.Tensor], clock: StageClock) -> list[PanopticResult]:
+        """Pre-processing, forward pass and post-processing of images of one batch key."""
+        pixel_values, pixel_mask, resized_sizes = prepare_batch(tensors, self.preprocessing)
+        self.pixels[0] += sum(h * w for h, w in resized_sizes)
+        self.pixels[1] += pixel_mask.numel()
+        clock.lap("preprocess")
+        class_logits, mask_logits = self.forward(pixel_values, pixel_mask)
+        clock.lap("forward")
+        padded = tuple(pixel_values.shape[2:])
+        geometries = [Geometry(padded, resized, tuple(t.shape[1:])) for resized, t in zip(resized_sizes, tensors)]
+        if self.rule.postprocess == "detr":
+            id_maps, tables = detr_panoptic(class_logits, mask_logits, geometries, self.labels, self.thresholds.score)
+        else:
+            id_maps, tables = panoptic_from_queries(class_logits, mask_logits, geometries, self.labels,
+                                                    self.thresholds, self.rule.segment_threshold)
+        results = finish_batch(id_maps, tables)
+        clock.lap("postprocess")
+        return results
 
     def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Runs the model under autocast; returns float32 ``(class_logits (B, Q, L+1), mask_logits (B, Q, h, w))``."""
@@ -253,8 +203,9 @@ class HFSegmenter:
             "family": self.family,
             "label_map": self.label_map.to_json(),
             "thresholds": self.thresholds.__dict__,
+            "rule": {"postprocess": self.rule.reference, "preprocess": self.preprocessing.rule.reference},
             "dtype": str(self.dtype).removeprefix("torch."),
-            "preprocessing": self.preprocessing.__dict__,
+            "preprocessing": {k: v for k, v in self.preprocessing.__dict__.items() if k != "rule"},
         }
 
 
@@ -275,7 +226,7 @@ def load_hf(
     """
     import transformers
 
-    categories = categories or coco_panoptic_categories()
+    categories = categories or (dataset_categories(options.dataset) if options.dataset else coco_panoptic_categories())
     device = select_device(options.device)
     transformers.utils.logging.disable_progress_bar()
     location = str(fetch(source, options.storage_options, options.cache_dir)) if _is_path(source) else source
@@ -312,18 +263,23 @@ def segmenter_from_model(
         raise ValueError(f"Expected a model of type {sorted(FAMILIES)}, but got {config.model_type!r}")
     model.to(select_device(options.device)).eval()
     names = [str(config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
-    label_map = _label_map(names, categories, options)
-    preprocessing = Preprocessing.from_config(processor_config, config.model_type)
+    label_map = _label_map(names, categories, options, config.model_type)
+    preprocessing = Preprocessing.from_config(processor_config, config.model_type, options.input_size)
+    side = getattr(config, "image_size", None)
+    if preprocessing.rule.pad == "square" and isinstance(side, int) and side != preprocessing.longest_edge:
+        raise ValueError(f"Expected the {config.model_type} model's image_size ({side}) to equal its processor's "
+                         f"square side ({preprocessing.longest_edge}) at {source!r}")
     return HFSegmenter(
         model, config.model_type, preprocessing, label_map, categories, options, spec, source, task_inputs
     )
 
 
-def config_label_names(source: str, options: ModelOptions) -> list[str]:
-    """The model's label names from its ``config.json`` alone (no weights are read), in label order.
+def config_labels(source: str, options: ModelOptions) -> tuple[str, list[str]]:
+    """The model's family and label names (in label order) from its ``config.json`` alone (no weights are read).
 
     Raises:
-        ValueError: the config cannot be read, or the model type is not supported; the message names the source.
+        ValueError: the config cannot be read, or the model type has no reference rule here (the supported ones
+            are listed); the message names the source.
     """
     try:
         if _is_path(source):
@@ -338,7 +294,7 @@ def config_label_names(source: str, options: ModelOptions) -> list[str]:
                          f"but got {document.get('model_type')!r}")
     id2label = {int(k): str(v) for k, v in (document.get("id2label") or {}).items()}
     count = max(len(id2label), int(document.get("num_labels", 0) or 0))
-    return [id2label.get(i, f"LABEL_{i}") for i in range(count)]
+    return document["model_type"], [id2label.get(i, f"LABEL_{i}") for i in range(count)]
 
 
 def _hub_config(source: str, revision: str | None) -> dict:
@@ -370,7 +326,8 @@ def config_label_map(source: str, options: ModelOptions, categories: Categories)
     location = source
     if _is_path(source) and not is_remote(source):
         location = str(Path(source).expanduser())
-    return _label_map(config_label_names(location, options), categories, options)
+    family, names = config_labels(location, options)
+    return _label_map(names, categories, options, family)
 
 
 def _is_path(source: str) -> bool:
@@ -390,8 +347,11 @@ def _processor_config(location: str, family: str, revision: str | None) -> dict:
     return processor.to_dict()
 
 
-def _label_map(names: list[str], categories: Categories, options: ModelOptions) -> LabelMap:
-    """From a label-map file when given, else by the config's label names."""
+def _label_map(names: list[str], categories: Categories, options: ModelOptions, family: str) -> LabelMap:
+    """From a label-map file when given, else by the dataset the model was trained on (DETR's labels are the
+    dataset's category ids, other families' the dataset's categories in order), else by the config's label names."""
+    if options.label_map is None and options.dataset is not None:
+        return label_map_of_dataset(options.dataset, names, categories, by_id=family == "detr")
     if options.label_map is None:
         placeholders = [n for n in names if n in PLACEHOLDER_LABELS or n.startswith("LABEL_")]
         return label_map_by_name(names, categories, allow_unmapped=placeholders)
@@ -428,7 +388,8 @@ def label_map_from_json(document: Mapping, names: Sequence[str], categories: Cat
 
 
 def _oneformer_task_inputs(location: str, config, device: torch.device, revision: str | None) -> torch.Tensor:
-    """Token ids of "the task is panoptic", padded to the model's task length, from the model's own tokenizer.
+    """Token ids of "the task is panoptic", padded with zeros to the model's task length, from the model's own
+    tokenizer (OneFormer's own ``Tokenize`` pads with 0, whatever the tokenizer's pad token is).
 
     Raises:
         ValueError: the model folder or hub repo has no tokenizer (OneFormer needs one).
@@ -440,4 +401,5 @@ def _oneformer_task_inputs(location: str, config, device: torch.device, revision
     except (OSError, ValueError, TypeError) as error:
         raise ValueError(f"Expected a tokenizer with the OneFormer model at {location!r}, but found none") from error
     tokens = tokenizer(ONEFORMER_TASK, padding="max_length", max_length=config.task_seq_len, truncation=True)
-    return torch.tensor([tokens["input_ids"]], dtype=torch.int64, device=device)
+    ids = [token if attended else 0 for token, attended in zip(tokens["input_ids"], tokens["attention_mask"])]
+    return torch.tensor([ids], dtype=torch.int64, device=device)

@@ -1,19 +1,22 @@
-"""Mask-classification panoptic post-processing (DETR, MaskFormer, Mask2Former, OneFormer, EoMT), on the device.
+"""Mask-classification panoptic post-processing of Mask2Former, OneFormer, MaskFormer and EoMT, on the device.
 
-The rules are Mask2Former's ``panoptic_inference``, which transformers' EoMT post-processing also follows:
+The rule is the originals' ``panoptic_inference`` (facebookresearch/Mask2Former ``maskformer_model.py``,
+SHI-Labs/OneFormer ``oneformer_model.py``, facebookresearch/MaskFormer ``mask_former_model.py``) and EoMT's
+``to_per_pixel_preds_panoptic`` (tue-mps/eomt), which agree but for one line:
 
-1. each query's class is the arg-max of the softmax over labels plus "no object"; a query is kept when its class
+1. mask logits are upsampled (bilinear) to the padded input size, cropped to the resized image, and resized
+   (bilinear) to the original size; only then comes the sigmoid;
+2. each query's class is the arg-max of the softmax over labels plus "no object"; a query is kept when its class
    is a real label with a dataset category and its score is strictly above ``score_threshold``;
-2. every pixel goes to the kept query with the largest ``score * sigmoid(mask logit)`` (first query on ties);
-3. a query becomes a segment when it wins some pixel, its mask (probability >= ``mask_threshold``) is not empty,
-   it keeps some pixel at or above the threshold, and (pixels won) / (mask pixels) > ``overlap_threshold``;
-   its segment is the pixels it won where its probability is at least ``mask_threshold``;
-4. queries of a stuff class are fused into one segment per class (score: the highest of them).
+3. every pixel goes to the kept query with the largest ``score * probability`` (first query on ties);
+4. a query becomes a segment when it wins some pixel, its mask (probability >= ``mask_threshold``) is not empty,
+   and (pixels won) / (mask pixels) is at least ``overlap_threshold``; its segment is the pixels it won where its
+   probability is at least ``mask_threshold`` (Mask2Former, OneFormer, EoMT: it must keep one such pixel), or every
+   pixel it won (MaskFormer);
+5. queries of a stuff class are fused into one segment per class (score: the highest of them).
 
-Unlike transformers' ``post_process_panoptic_segmentation``, mask logits are cropped to each image's valid (unpadded)
-area before resizing, so a padded batch gives the same result as images one by one; fused classes get one id; an
-empty result is an int32 map of zeros on the device; ids are 1..S and 0 is VOID; there is no Python loop over
-queries and there are two host syncs per batch.
+Ids are 1..S (0 = VOID); there is no Python loop over queries and one host sync per batch. Queries are resized
+in chunks, so memory stays bounded for any image size.
 """
 
 from __future__ import annotations
@@ -26,18 +29,17 @@ import torch.nn.functional as F
 
 from segcore.models.base import SegmentTable
 
-
-BAND_ELEMENTS = 2**27  # full-size query probabilities are made in bands of at most this many floats (512 MiB)
+CHUNK_ELEMENTS = 2**27  # full-size query logits are made in chunks of queries of at most this many floats (512 MiB)
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Post-processing thresholds (transformers' and Mask2Former's defaults).
+    """Post-processing thresholds (the originals' evaluation settings).
 
     Attributes:
         score: a query is kept when its class score is strictly above this.
         mask: a pixel is in a query's mask when its probability is at least this.
-        overlap: a kept query becomes a segment when it keeps strictly more than this fraction of its mask.
+        overlap: a kept query becomes a segment when it keeps at least this fraction of its mask.
     """
 
     score: float = 0.8
@@ -60,46 +62,19 @@ class LabelTables:
     known: torch.Tensor
 
 
-def resize_valid_region(
-    masks: torch.Tensor, valid: tuple[float, float], size: tuple[int, int]
-) -> torch.Tensor:
-    """Bilinearly resizes the top-left ``valid`` region (in grid cells, may be fractional) of masks to ``size``.
+@dataclass(frozen=True)
+class Geometry:
+    """Where one image sits in the model's input and what size its result has.
 
-    Matches ``F.interpolate(mode="bilinear", align_corners=False)`` of the cropped region: exactly that call when
-    the region is a whole number of cells, ``grid_sample`` with the same sampling positions otherwise.
-
-    Args:
-        masks: logits on the model's mask grid.  # (K, h, w) float32
-        valid: (height, width) of the image's region on that grid.
-        size: (H, W) output size.
-
-    Returns:
-        the resized masks.  # (K, H, W) float32
+    Attributes:
+        padded: (height, width) of the padded batch fed to the model.
+        resized: (height, width) of the image inside it (top-left).
+        output: (height, width) of the original image.
     """
-    valid_h, valid_w = valid
-    if float(valid_h).is_integer() and float(valid_w).is_integer():
-        cropped = masks[:, : int(valid_h), : int(valid_w)]
-        return F.interpolate(cropped[None], size=size, mode="bilinear", align_corners=False)[0]
-    return _sample_region(masks, (float(valid_h), float(valid_w)), size)
 
-
-def _sample_region(
-    masks: torch.Tensor, valid: tuple[float, float], size: tuple[int, int], rows: tuple[int, int] | None = None
-) -> torch.Tensor:
-    """``grid_sample`` at the positions ``F.interpolate`` would sample the ``valid`` region from.
-
-    ``rows`` = (first, end) makes only those output rows.  # (K, end - first, W), default (K, H, W)
-    """
-    valid_h, valid_w = valid
-    grid_h, grid_w = masks.shape[1:]
-    height, width = size
-    device = masks.device
-    # Source position of output pixel x: (x + 0.5) * valid_w / W - 0.5 cells, in grid_sample's [-1, 1] units.
-    gx = (torch.arange(width, device=device, dtype=torch.float64) + 0.5) * (2 * valid_w / (width * grid_w)) - 1
-    first, end = rows or (0, height)
-    gy = (torch.arange(first, end, device=device, dtype=torch.float64) + 0.5) * (2 * valid_h / (height * grid_h)) - 1
-    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1).float()  # (H, W, 2) as (x, y)
-    return F.grid_sample(masks[None], grid[None], mode="bilinear", padding_mode="border", align_corners=False)[0]
+    padded: tuple[int, int]
+    resized: tuple[int, int]
+    output: tuple[int, int]
 
 
 def keep_queries(
@@ -121,87 +96,118 @@ def keep_queries(
     return scores, query_labels, known & (scores > score_threshold)
 
 
+def resize_to_image(mask_logits: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    """Mask logits on the model's grid to the original image, as the originals do it: bilinear to the padded
+    input size, crop to the resized image, bilinear to the output size (``align_corners=False`` both times).
+
+    Args:
+        mask_logits: # (K, h, w) float32
+
+    Returns:
+        # (K, H, W) float32
+    """
+    upsampled = F.interpolate(mask_logits[None], size=geometry.padded, mode="bilinear", align_corners=False)
+    height, width = geometry.resized
+    cropped = upsampled[:, :, :height, :width]
+    return F.interpolate(cropped, size=geometry.output, mode="bilinear", align_corners=False)[0]
+
+
 def panoptic_from_queries(
     class_logits: torch.Tensor,
     mask_logits: torch.Tensor,
-    valid_sizes: Sequence[tuple[float, float]],
-    output_sizes: Sequence[tuple[int, int]],
+    geometries: Sequence[Geometry],
     labels: LabelTables,
     thresholds: Thresholds = Thresholds(),
+    segment_threshold: bool = True,
 ) -> tuple[list[torch.Tensor], list[SegmentTable]]:
     """Turns a batch of query predictions into panoptic id maps and segment tables, on their device.
 
     Args:
         class_logits: per-query class logits, last entry "no object".  # (B, Q, L + 1)
         mask_logits: per-query mask logits on the model's mask grid for the padded batch.  # (B, Q, h, w)
-        valid_sizes: per image, the (height, width) of its unpadded region in mask-grid cells (fractional when
-            the grid's stride does not divide the image's size).
-        output_sizes: per image, (H, W) of the returned id map (the original image size).
+        geometries: per image, its padded, resized and original sizes.
         labels: model label -> dataset category tables.
         thresholds: score, mask and overlap thresholds.
+        segment_threshold: a segment is only the won pixels at or above the mask threshold (Mask2Former,
+            OneFormer, EoMT); False: every won pixel (MaskFormer).
 
     Returns:
         ``(id_maps, tables)``: per image an id map # (H, W) int32 with ids 1..S (0 = VOID) and a
         :class:`SegmentTable` indexed by id.
     """
-    scores, query_labels, keep = keep_queries(class_logits, labels, thresholds.score)
-    kept = keep.cpu()  # host sync 1: which queries to resize
+    def image_rule(masks, scores, query_labels, geometry):
+        return _image_segments(masks, scores, query_labels, geometry, labels, thresholds, segment_threshold)
+
+    return per_image(class_logits, mask_logits, geometries, labels, thresholds.score, image_rule)
+
+
+def per_image(
+    class_logits: torch.Tensor,
+    mask_logits: torch.Tensor,
+    geometries: Sequence[Geometry],
+    labels: LabelTables,
+    score_threshold: float,
+    image_rule,
+) -> tuple[list[torch.Tensor], list[SegmentTable]]:
+    """Keeps queries (:func:`keep_queries`, one host sync for the batch) and runs ``image_rule(mask_logits,
+    scores, query_labels, geometry)`` on each image's kept queries, in query order; returns the id maps and
+    segment tables it gives."""
+    scores, query_labels, keep = keep_queries(class_logits, labels, score_threshold)
+    kept = keep.cpu()  # the host sync: which queries to resize
     id_maps, tables = [], []
-    for image in range(class_logits.shape[0]):
+    for image, geometry in enumerate(geometries):
         index = kept[image].nonzero().flatten().to(mask_logits.device)
-        id_map, table = _image_segments(
-            mask_logits[image, index].float(),
-            scores[image, index],
-            query_labels[image, index],
-            valid_sizes[image],
-            output_sizes[image],
-            labels,
-            thresholds,
-        )
+        id_map, table = image_rule(mask_logits[image, index].float(), scores[image, index],
+                                   query_labels[image, index], geometry)
         id_maps.append(id_map)
         tables.append(table)
     return id_maps, tables
+
+
+def empty_result(size: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, SegmentTable]:
+    """An all-VOID int32 map of ``size`` and a segment table with only the VOID row."""
+    empty = torch.zeros(1, device=device)
+    return torch.zeros(size, dtype=torch.int32, device=device), SegmentTable(empty.long(), empty.bool(), empty.float())
 
 
 def _image_segments(
     mask_logits: torch.Tensor,
     scores: torch.Tensor,
     query_labels: torch.Tensor,
-    valid: tuple[float, float],
-    size: tuple[int, int],
+    geometry: Geometry,
     labels: LabelTables,
     thresholds: Thresholds,
+    segment_threshold: bool,
 ) -> tuple[torch.Tensor, SegmentTable]:
     """One image's kept queries (K of them, in query order) to an id map and a segment table."""
-    n_kept = mask_logits.shape[0]
     device = mask_logits.device
-    if n_kept == 0:
-        empty = torch.zeros(1, device=device)
-        return torch.zeros(size, dtype=torch.int32, device=device), SegmentTable(
-            empty.long(), empty.bool(), empty.float()
-        )
-    winner, strong, won_area, kept_area, mask_area = _assign_pixels(mask_logits, scores, valid, size, thresholds.mask)
-    ratio = (won_area / mask_area.clamp(min=1)).double()  # float32 ratio compared as a double, as transformers
-    valid_query = (won_area > 0) & (mask_area > 0) & (kept_area > 0) & (ratio > thresholds.overlap)
+    if mask_logits.shape[0] == 0:
+        return empty_result(geometry.output, device)
+    winner, strong, won_area, kept_area, mask_area = assign_pixels(mask_logits, scores, geometry, thresholds.mask)
+    ratio = won_area.double() / mask_area.clamp(min=1).double()  # Python's int / int, as the originals divide
+    valid_query = (won_area > 0) & (mask_area > 0) & (ratio >= thresholds.overlap)
+    if segment_threshold:
+        valid_query &= kept_area > 0
     segment_ids = _segment_ids(valid_query, query_labels, ~labels.isthing[query_labels])
     lookup = segment_ids.to(torch.int32)
-    id_map = torch.where(strong, lookup[winner], torch.zeros((), dtype=torch.int32, device=device))
+    id_map = lookup[winner]
+    if segment_threshold:
+        id_map = torch.where(strong, id_map, torch.zeros((), dtype=torch.int32, device=device))
     return id_map, _segment_table(segment_ids, scores, labels.category_ids[query_labels], labels.isthing[query_labels])
 
 
-def _assign_pixels(
+def assign_pixels(
     mask_logits: torch.Tensor,
     scores: torch.Tensor,
-    valid: tuple[float, float],
-    size: tuple[int, int],
+    geometry: Geometry,
     mask_threshold: float,
     budget: int | None = None,
 ) -> tuple[torch.Tensor, ...]:
-    """Gives each pixel to the kept query with the largest ``score * probability``, in bands of rows.
+    """Gives each pixel to the kept query with the largest ``score * probability``, in chunks of queries.
 
-    The full-size probabilities of all K queries would take K * H * W floats; above ``budget`` elements
-    (default :data:`BAND_ELEMENTS`) the output is made in bands of rows by ``grid_sample`` at the same sampling
-    positions, so memory stays bounded for any image size.
+    The full-size logits of all K queries would take K * H * W floats (and the padded-size ones as many again);
+    above ``budget`` elements (default :data:`CHUNK_ELEMENTS`) the queries are resized a chunk at a time and the
+    best query so far is kept per pixel (an earlier query wins ties, as ``argmax`` gives the first).
 
     Returns:
         ``(winner, strong, won_area, kept_area, mask_area)``: the winning query per pixel # (H, W) int64; whether
@@ -209,28 +215,28 @@ def _assign_pixels(
         above the threshold, per query # (K,) int64 each.
     """
     n_kept = mask_logits.shape[0]
-    height, width = size
-    rows_per_band = max(1, (budget or BAND_ELEMENTS) // max(1, n_kept * width))
-    winner = torch.empty(size, dtype=torch.int64, device=mask_logits.device)
-    strong = torch.empty(size, dtype=torch.bool, device=mask_logits.device)
-    areas = torch.zeros((3, n_kept), dtype=torch.int64, device=mask_logits.device)  # won, kept, mask
-    for top in range(0, height, rows_per_band):
-        rows = (top, min(height, top + rows_per_band))
-        if rows_per_band >= height:
-            logits = resize_valid_region(mask_logits, valid, size)
-        else:
-            logits = _sample_region(mask_logits, (float(valid[0]), float(valid[1])), size, rows)
-        probabilities = logits.sigmoid_()  # (K, band, W)
+    device = mask_logits.device
+    per_query = geometry.padded[0] * geometry.padded[1] + 2 * geometry.output[0] * geometry.output[1]
+    chunk = max(1, (budget or CHUNK_ELEMENTS) // per_query)
+    best = torch.full(geometry.output, -1.0, device=device)
+    winner = torch.zeros(geometry.output, dtype=torch.int64, device=device)
+    winner_probability = torch.zeros(geometry.output, device=device)
+    mask_area = torch.zeros(n_kept, dtype=torch.int64, device=device)
+    for start in range(0, n_kept, chunk):
+        end = min(n_kept, start + chunk)
+        probabilities = resize_to_image(mask_logits[start:end], geometry).sigmoid_()  # (k, H, W)
         # max(0) returns the first maximal index like argmax(0), and is several times faster on CPUs
-        band_winner = (probabilities * scores[:, None, None]).max(0).indices
-        band_strong = probabilities.gather(0, band_winner[None])[0] >= mask_threshold
-        winner[rows[0] : rows[1]] = band_winner
-        strong[rows[0] : rows[1]] = band_strong
-        areas[0] += torch.bincount(band_winner.flatten(), minlength=n_kept)
-        flat_winner = band_winner.flatten()
-        areas[1] += torch.bincount(flat_winner, weights=band_strong.flatten(), minlength=n_kept).long()  # no nonzero()
-        areas[2] += (probabilities >= mask_threshold).flatten(1).sum(1)
-    return winner, strong, areas[0], areas[1], areas[2]
+        value, index = (scores[start:end, None, None] * probabilities).max(0)
+        better = value > best
+        best = torch.where(better, value, best)
+        winner = torch.where(better, index + start, winner)
+        winner_probability = torch.where(better, probabilities.gather(0, index[None])[0], winner_probability)
+        mask_area[start:end] = (probabilities >= mask_threshold).flatten(1).sum(1)
+    strong = winner_probability >= mask_threshold
+    flat_winner = winner.flatten()
+    won_area = torch.bincount(flat_winner, minlength=n_kept)
+    kept_area = torch.bincount(flat_winner, weights=strong.flatten(), minlength=n_kept).long()  # no nonzero()
+    return winner, strong, won_area, kept_area, mask_area
 
 
 def _segment_ids(valid: torch.Tensor, query_labels: torch.Tensor, fuse: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from segcore.categories import Categories
+from segcore.categories import DATASETS, Categories, coco_panoptic_categories, dataset_categories
 
 BACKENDS = ("hf", "torchvision", "demo")
 DEMO_SPEC = "demo"
@@ -33,6 +33,12 @@ class ModelOptions:
         revision: hub revision (commit, tag or branch) of an ``hf:`` hub id.
         storage_options: fsspec options for weight and label-map URIs (credentials, endpoints).
         cache_dir: local cache for fetched weights; None uses ``$SEGCORE_CACHE`` or ``~/.cache/segcore``.
+        dataset: the dataset an ``hf:`` model was trained on (``coco-panoptic``, ``ade20k-panoptic``,
+            ``cityscapes-panoptic``): its categories become the job's (without ground truth), and model label i
+            maps to its i-th category (labels = category ids for DETR's 250 labels). None: labels map by the
+            config's label names onto COCO panoptic (or the ground truth's categories).
+        input_size: ``(shortest edge, longest edge)`` of the resize, overriding the model's processor config
+            (the evaluation size of the checkpoint's original config; EoMT: the square's side twice).
     """
 
     device: str | None = None
@@ -44,6 +50,8 @@ class ModelOptions:
     revision: str | None = None
     storage_options: Mapping = field(default_factory=dict)
     cache_dir: str | None = None
+    dataset: str | None = None
+    input_size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -61,28 +69,61 @@ class Preset:
     options: Mapping = field(default_factory=dict)
 
 
-# Hub revisions are pinned to the tag the checkpoints were published under; see docs/models.md.
+COCO = {"dataset": "coco-panoptic"}
+ADE20K = {"dataset": "ade20k-panoptic"}
+# Hub revisions are not pinned: this project's machines cannot reach the hub to look the commits up
+# (``ModelOptions.revision`` pins one). PQ and speed are the model zoos' (EoMT: H100; DINOv3 speed: torch.compile).
 PRESETS: dict[str, Preset] = {
     "eomt-large-640": Preset(
         "hf:tue-mps/coco_panoptic_eomt_large_640",
-        "EoMT ViT-L at 640 px: COCO PQ 56.0, 128 img/s on an H100 (the default for real corpora)",
+        "EoMT ViT-L (DINOv2) at 640 px: COCO PQ 56.0, 128 img/s on an H100 (the default for real corpora)", COCO,
     ),
     "eomt-large-1280": Preset(
-        "hf:tue-mps/coco_panoptic_eomt_large_1280", "EoMT ViT-L at 1280 px: COCO PQ 58.3, 30 img/s (quality)"
+        "hf:tue-mps/coco_panoptic_eomt_large_1280", "EoMT ViT-L at 1280 px: COCO PQ 58.3, 30 img/s (quality)", COCO
     ),
     "eomt-base-640": Preset(
-        "hf:tue-mps/coco_panoptic_eomt_base_640_2x", "EoMT ViT-B at 640 px, 2x schedule (speed)"
+        "hf:tue-mps/coco_panoptic_eomt_base_640_2x", "EoMT ViT-B at 640 px, 2x schedule: COCO PQ 51.6, 261 img/s",
+        COCO,
+    ),
+    "eomt-dinov3-large-640": Preset(
+        "hf:tue-mps/eomt-dinov3-coco-panoptic-large-640",
+        "EoMT ViT-L on DINOv3 at 640 px: COCO PQ 56.8, 137 img/s on an H100", COCO,
+    ),
+    "eomt-dinov3-large-1280": Preset(
+        "hf:tue-mps/eomt-dinov3-coco-panoptic-large-1280", "EoMT ViT-L on DINOv3 at 1280 px: COCO PQ 58.9, 33 img/s",
+        COCO,
+    ),
+    "eomt-dinov3-base-640": Preset(
+        "hf:tue-mps/eomt-dinov3-coco-panoptic-base-640", "EoMT ViT-B on DINOv3 at 640 px: COCO PQ 53.1, 240 img/s",
+        COCO,
+    ),
+    "eomt-dinov3-small-640": Preset(
+        "hf:tue-mps/eomt-dinov3-coco-panoptic-small-640", "EoMT ViT-S on DINOv3 at 640 px: COCO PQ 47.2, 246 img/s",
+        COCO,
+    ),
+    "eomt-large-640-ade20k": Preset(
+        "hf:tue-mps/ade20k_panoptic_eomt_large_640",
+        "EoMT ViT-L at 640 px on ADE20K panoptic (150 categories): PQ 50.6, 128 img/s", ADE20K,
+    ),
+    "eomt-large-1280-ade20k": Preset(
+        "hf:tue-mps/ade20k_panoptic_eomt_large_1280", "EoMT ViT-L at 1280 px on ADE20K panoptic: PQ 51.7, 30 img/s",
+        ADE20K,
+    ),
+    "eomt-giant-640-ade20k": Preset(
+        "hf:tue-mps/ade20k_panoptic_eomt_giant_640", "EoMT ViT-g at 640 px on ADE20K panoptic: PQ 51.3, 55 img/s",
+        ADE20K,
     ),
     "mask2former-swin-large": Preset(
-        "hf:facebook/mask2former-swin-large-coco-panoptic", "Mask2Former Swin-L: COCO PQ 57.8 (quality)"
+        "hf:facebook/mask2former-swin-large-coco-panoptic",
+        "Mask2Former Swin-L: COCO PQ 57.8 (quality); evaluated at short side 800, long side 1333",
+        {**COCO, "input_size": (800, 1333)},
     ),
     "detr-r101": Preset(
         "hf:facebook/detr-resnet-101-panoptic",
-        "DETR R101 panoptic, the seed article's model, with its post-processing (keep queries above 0.85)",
-        {"score_threshold": 0.85},
+        "DETR R101 panoptic, the seed article's model: COCO PQ 45.1, with DETR's own post-processing (0.85)", COCO,
     ),
     "detr-r50": Preset(
-        "hf:facebook/detr-resnet-50-panoptic", "DETR R50 panoptic (keep queries above 0.85)", {"score_threshold": 0.85}
+        "hf:facebook/detr-resnet-50-panoptic", "DETR R50 panoptic: COCO PQ 43.4, DETR's own post-processing", COCO
     ),
 }
 DEFAULT_PRESET = "eomt-large-640"
@@ -107,12 +148,13 @@ def split_spec(spec: str) -> tuple[str, str]:
     return backend, target
 
 
-def resolve_options(spec: str, options: ModelOptions, explicit: set[str] = frozenset()) -> ModelOptions:
-    """Applies a preset's options unless the user set that field (``explicit`` names such fields)."""
+def resolve_options(spec: str, options: ModelOptions) -> ModelOptions:
+    """Applies a preset's options to the fields the user left at their defaults (a user's value wins)."""
     preset = PRESETS.get(spec)
     if preset is None:
         return options
-    changes = {k: v for k, v in preset.options.items() if k not in explicit}
+    defaults = ModelOptions()
+    changes = {k: v for k, v in preset.options.items() if getattr(options, k) == getattr(defaults, k)}
     return dataclasses.replace(options, **changes)
 
 
@@ -131,6 +173,13 @@ def check_spec(spec: str, options: ModelOptions | None = None) -> None:
         value = getattr(options, name)
         if value is not None and not 0.0 <= value <= 1.0:
             raise ValueError(f"Expected `{name}` to be in [0, 1], but got {value!r}")
+    if options.dataset is not None and options.dataset not in DATASETS:
+        raise ValueError(f"Expected `dataset` to be one of {sorted(DATASETS)}, but got {options.dataset!r}")
+    size = options.input_size
+    if size is not None and (len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size)
+                             or size[0] > size[1]):
+        raise ValueError(f"Expected `input_size` to be (shortest edge, longest edge), positive integers with "
+                         f"shortest <= longest, but got {size!r}")
     if backend == "torchvision":
         from segcore.models.torchvision_backend import parse_target
 
@@ -151,12 +200,12 @@ def load_segmenter(spec: str, options: ModelOptions | None = None, categories: C
     options = resolve_options(spec, options or ModelOptions())
     check_spec(spec, options)
     backend, target = split_spec(spec)
+    categories = categories or model_categories(spec, options)
     if backend == DEMO_SPEC:
         from segcore.models.demo import demo_model_dir
         from segcore.models.hf import load_hf
-        from segcore.synthetic import demo_categories
 
-        return load_hf(str(demo_model_dir()), options, categories or demo_categories(), spec=spec)
+        return load_hf(str(demo_model_dir()), options, categories, spec=spec)
     if backend == "hf":
         from segcore.models.hf import load_hf
 
@@ -164,6 +213,22 @@ def load_segmenter(spec: str, options: ModelOptions | None = None, categories: C
     from segcore.models.torchvision_backend import load_torchvision
 
     return load_torchvision(target, options, categories, spec=spec)
+
+
+def model_categories(spec: str, options: ModelOptions | None = None) -> Categories:
+    """The categories a model labels with when no ground truth says otherwise: the demo's five, the dataset it
+    was trained on (``ModelOptions.dataset``, presets set it), else COCO panoptic's 133.
+
+    Raises:
+        ValueError: an invalid spec or dataset name.
+    """
+    options = resolve_options(spec, options or ModelOptions())
+    check_spec(spec, options)
+    if split_spec(spec)[0] == DEMO_SPEC:
+        from segcore.synthetic import demo_categories
+
+        return demo_categories()
+    return dataset_categories(options.dataset) if options.dataset else coco_panoptic_categories()
 
 
 def model_label_map(spec: str, options: ModelOptions | None, categories: Categories) -> dict:
@@ -226,7 +291,8 @@ def describe_specs() -> str:
     """One line per backend and preset, for ``--help`` and error messages."""
     lines = [
         "demo: the shipped demo model (5 synthetic classes; offline)",
-        "hf:<hub id | local dir | fsspec URI>: transformers DETR, MaskFormer, Mask2Former, OneFormer, EoMT",
+        "hf:<hub id | local dir | fsspec URI>: transformers DETR, MaskFormer, Mask2Former, OneFormer, EoMT, "
+        "EoMT-DINOv3",
         "torchvision:<instance>[@ckpt]+<semantic>[@ckpt]: Mask R-CNN + a semantic model, fused",
     ]
     return "\n".join(lines + [f"{name}: {preset.description}" for name, preset in PRESETS.items()])

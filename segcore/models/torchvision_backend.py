@@ -22,6 +22,7 @@ Typical use::
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import re
 from collections.abc import Mapping, Sequence
@@ -429,10 +430,21 @@ class TorchvisionSegmenter:
         self._mean = torch.tensor(IMAGE_MEAN, device=device)[:, None, None]  # (3, 1, 1) float32
         self._std = torch.tensor(IMAGE_STD, device=device)[:, None, None]
 
+    def batch_key(self, height: int, width: int) -> tuple[int, int]:
+        """The padded size Mask R-CNN's transform gives an image of this size alone: images of one key batch
+        together and each gets the detections it gets alone (the semantic model runs at each image's own size)."""
+        transform = self.instance.module.transform
+        scale = min(transform.min_size[-1] / min(height, width), transform.max_size / max(height, width))
+        step = transform.size_divisible
+        return (math.ceil(math.floor(height * scale) / step) * step, math.ceil(math.floor(width * scale) / step) * step)
+
     def segment(
         self, images: Sequence[np.ndarray | torch.Tensor], timings: dict[str, float] | None = None
     ) -> list[PanopticResult]:
         """Segments a batch of RGB uint8 images ``(H, W, 3)`` of mixed sizes; one result per image, in order.
+
+        Mask R-CNN runs once per :meth:`batch_key` group, so an image's labels do not depend on the rest of the
+        batch.
 
         Args:
             images: the batch.
@@ -466,9 +478,16 @@ class TorchvisionSegmenter:
         Returns:
             Per image ``(masks, scores, category_ids)``: # (N, H, W) bool, (N,) float32, (N,) int64 dataset ids.
         """
-        with autocast(self.device, self.dtype):
-            outputs = self.instance.module(list(pixels))
-        return [self._instances(output) for output in outputs]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for position, image in enumerate(pixels):
+            groups.setdefault(self.batch_key(*image.shape[1:]), []).append(position)
+        results: list = [None] * len(pixels)
+        for positions in groups.values():
+            with autocast(self.device, self.dtype):
+                outputs = self.instance.module([pixels[p] for p in positions])
+            for position, output in zip(positions, outputs):
+                results[position] = self._instances(output)
+        return results
 
     def _instances(self, output: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Masks, scores and dataset category ids of one image's kept detections."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import logging
 import posixpath
 import subprocess
@@ -11,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from segcore.categories import Categories, coco_panoptic_categories
+from segcore.categories import Categories
 from segcore.io.commit import Output, claim_output, committed_shards
 from segcore.io.images import DEFAULT_MAX_PIXELS
 from segcore.io.lock import JobLock, acquire
 from segcore.io.shards import ShardSpec, list_shards
 from segcore.io.truth import GroundTruth, load_ground_truth
-from segcore.models.registry import ModelOptions, check_spec, model_label_map
+from segcore.models.registry import ModelOptions, check_spec, model_categories, model_label_map
 from segcore.runtime.worker import WorkerConfig
 
 logger = logging.getLogger(__name__)
@@ -101,12 +102,11 @@ def validate(config: LabelJobConfig) -> None:
 
 
 def job_categories(config: LabelJobConfig, truth: GroundTruth | None = None) -> Categories:
-    """The dataset categories the job's segments use: the ground truth's, else the demo's five, else COCO's 133."""
-    from segcore.synthetic import demo_categories
-
+    """The dataset categories the job's segments use: the ground truth's, else the model's (the demo's five, the
+    dataset it was trained on, else COCO's 133)."""
     if truth is not None:
         return truth.categories
-    return demo_categories() if config.model == "demo" else coco_panoptic_categories()
+    return model_categories(config.model, config.model_options)
 
 
 def code_version() -> str:
@@ -124,6 +124,7 @@ def manifest_of(config: LabelJobConfig, shards: list[ShardSpec], categories: Cat
     categories, the ordered shards, the code version."""
     options = dataclasses.asdict(config.model_options)
     options.pop("storage_options")
+    options = json.loads(json.dumps(options))  # as a rerun reads it back (tuples become lists)
     return {
         "input": config.input,
         "model": config.model,

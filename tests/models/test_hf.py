@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from segcore.models.base import Segmenter
-from segcore.models.hf import Preprocessing, load_hf, prepare_batch
+from segcore.models.hf import load_hf
 from segcore.models.registry import ModelOptions, load_segmenter
 from segcore.synthetic import demo_categories, make_demo_sample
 
@@ -121,30 +121,6 @@ def test_a_file_uri_and_a_missing_folder(tiny_model_dirs, tmp_path):
     assert segmenter.family == "detr"
     with pytest.raises(FileNotFoundError, match="nowhere"):
         load_segmenter(f"hf:{tmp_path / 'nowhere'}", PERMISSIVE, demo_categories())
-
-
-def test_preprocessing_follows_the_processor_rules():
-    mask2former = Preprocessing.from_config(
-        {"size": {"shortest_edge": 800, "longest_edge": 1333}, "size_divisor": 32}
-    )
-    assert mask2former.resized_size(480, 640) == (800, 1088)  # 800 x 1066, rounded up to multiples of 32
-    assert mask2former.resized_size(300, 1200) == (352, 1344)  # long side capped at 1333: 333 x 1333
-    eomt = Preprocessing.from_config({"size": {"shortest_edge": 640, "longest_edge": 640}, "do_pad": True}, "eomt")
-    assert eomt.resized_size(480, 640) == (480, 640) and eomt.pad_size == (640, 640)
-    assert eomt.resized_size(427, 640) == (427, 640) and eomt.resized_size(1000, 500) == (640, 320)
-    detr = Preprocessing.from_config({"size": {"shortest_edge": 800, "longest_edge": 1333}, "do_pad": True}, "detr")
-    assert detr.pad_size is None and detr.resized_size(480, 640) == (800, 1066)
-
-
-def test_prepare_batch_pads_and_marks_valid_pixels():
-    preprocessing = Preprocessing.from_config({"size": {"shortest_edge": 32, "longest_edge": 64}, "size_divisor": 32})
-    images = [torch.full((3, 40, 80), 255, dtype=torch.uint8), torch.zeros((3, 50, 50), dtype=torch.uint8)]
-    pixel_values, pixel_mask, valid = prepare_batch(images, preprocessing)
-    assert valid == [(32, 64), (32, 32)] and pixel_values.shape == (2, 3, 32, 64)
-    assert pixel_mask[1, :, 32:].sum() == 0 and pixel_mask[1, :, :32].all() and pixel_mask[0].all()
-    expected_white = (1.0 - 0.485) / 0.229
-    assert torch.allclose(pixel_values[0, 0], torch.full((32, 64), expected_white))
-    assert (pixel_values[1, :, :, 32:] == 0).all()
 
 
 def test_a_bad_image_is_named_by_its_batch_position(tiny_model_dirs):

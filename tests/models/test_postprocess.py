@@ -1,4 +1,5 @@
-"""Mask-classification post-processing on hand-made logits: padding, fusion, empty results, transformers agreement."""
+"""Mask-classification post-processing on hand-made logits: the originals' resize chain, fusion, the MaskFormer and
+Mask2Former segment rules, empty results, transformers agreement where their rules coincide."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import torch.nn.functional as F
 
 from segcore.models.base import finish_batch
 from segcore.models.postprocess import (
+    Geometry,
     LabelTables,
     Thresholds,
-    _sample_region,
+    assign_pixels,
     panoptic_from_queries,
-    resize_valid_region,
+    resize_to_image,
 )
 
 N_LABELS = 5
@@ -37,34 +39,45 @@ def random_queries(
     return torch.tensor(class_logits, dtype=torch.float32), masks
 
 
-def run(class_logits, mask_logits, valid, sizes, thresholds=Thresholds(score=0.5), labels=None):
+def square(size: int) -> Geometry:
+    return Geometry((size, size), (size, size), (size, size))
+
+
+def run(class_logits, mask_logits, geometries, thresholds=Thresholds(score=0.5), labels=None, segment_threshold=True):
     id_maps, tables = panoptic_from_queries(
-        class_logits, mask_logits, valid, sizes, labels or label_tables(), thresholds
+        class_logits, mask_logits, geometries, labels or label_tables(), thresholds, segment_threshold
     )
     return finish_batch(id_maps, tables)
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_a_padded_batch_equals_images_one_by_one(seed):
+def test_mask_logits_go_up_to_the_padded_input_then_are_cropped_then_resized():
+    masks = torch.randn(4, 9, 13)
+    geometry = Geometry(padded=(36, 52), resized=(33, 47), output=(61, 90))
+    up = F.interpolate(masks[None], size=(36, 52), mode="bilinear", align_corners=False)[0, :, :33, :47]
+    expected = F.interpolate(up[None], size=(61, 90), mode="bilinear", align_corners=False)[0]
+    assert torch.equal(resize_to_image(masks, geometry), expected)
+    one_step = F.interpolate(masks[None, :, :8, :12], size=(61, 90), mode="bilinear", align_corners=False)[0]
+    assert not torch.allclose(resize_to_image(masks, geometry), one_step, atol=1e-3)  # not a single resize
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_each_image_of_a_batch_uses_its_own_geometry(seed):
     rng = np.random.default_rng(seed)
-    grids = [(8, 12), (12, 7), (5, 5)]
-    outputs = [(30, 47), (49, 26), (20, 21)]
-    singles = [random_queries(rng, 12, h, w) for h, w in grids]
-    padded_mask = torch.tensor(rng.normal(0, 10, (3, 12, 12, 12)), dtype=torch.float32)  # garbage in the padding
-    for index, ((_, masks), (h, w)) in enumerate(zip(singles, grids)):
-        padded_mask[index, :, :h, :w] = masks
-    batch = run(torch.stack([c for c, _ in singles]), padded_mask, grids, outputs)
-    for (class_logits, masks), grid, size, together in zip(singles, grids, outputs, batch):
-        alone = run(class_logits[None], masks[None], [grid], [size])[0]
-        assert together.id_map.shape == size
-        assert torch.equal(together.id_map, alone.id_map)
-        assert together.segments == alone.segments
+    class_logits = torch.stack([random_queries(rng, 12, 12, 12)[0] for _ in range(3)])
+    masks = torch.tensor(rng.normal(0, 4, (3, 12, 12, 12)), dtype=torch.float32)
+    geometries = [Geometry((48, 48), (48, 40), (30, 25)), Geometry((48, 48), (33, 48), (66, 96)), square(48)]
+    batch = run(class_logits, masks, geometries)
+    for index, geometry in enumerate(geometries):
+        alone = run(class_logits[index : index + 1], masks[index : index + 1], [geometry])[0]
+        assert batch[index].id_map.shape == geometry.output
+        assert torch.equal(batch[index].id_map, alone.id_map) and batch[index].segments == alone.segments
 
 
-def test_the_padded_result_is_valid_panoptic():
+def test_the_result_is_valid_panoptic():
     rng = np.random.default_rng(7)
     class_logits, masks = random_queries(rng, 15, 10, 10, confident=True)
-    result = run(class_logits[None], masks[None], [(7.5, 9.25)], [(37, 53)], Thresholds(0.5, 0.5, 0.3))[0]
+    geometry = Geometry((40, 40), (30, 37), (37, 53))
+    result = run(class_logits[None], masks[None], [geometry], Thresholds(0.5, 0.5, 0.3))[0]
     id_map = result.id_map.numpy()
     assert result.id_map.dtype == torch.int32 and id_map.shape == (37, 53)
     listed = {s["id"] for s in result.segments}
@@ -74,14 +87,6 @@ def test_the_padded_result_is_valid_panoptic():
         assert segment["area"] == ys.size
         assert segment["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
         assert segment["category_id"] in (1, 3, 18, 187, 193) and 0.5 < segment["score"] <= 1.0
-
-
-def test_grid_sampling_matches_interpolate_on_whole_cells():
-    masks = torch.randn(4, 9, 13)
-    sampled = _sample_region(masks, (9.0, 13.0), (31, 22))
-    expected = F.interpolate(masks[None], size=(31, 22), mode="bilinear", align_corners=False)[0]
-    torch.testing.assert_close(sampled, expected, atol=1e-5, rtol=1e-5)
-    assert torch.equal(resize_valid_region(masks, (9, 13), (31, 22)), expected)
 
 
 def two_region_queries(first_label: int, second_label: int, third_label: int = 0):
@@ -98,7 +103,7 @@ def two_region_queries(first_label: int, second_label: int, third_label: int = 0
 
 def test_stuff_queries_of_one_class_are_fused_into_one_segment():
     class_logits, masks = two_region_queries(4, 4, third_label=0)
-    result = run(class_logits, masks, [(8, 8)], [(8, 8)])[0]
+    result = run(class_logits, masks, [square(8)])[0]
     ids = [s["id"] for s in result.segments]
     assert len(ids) == len(set(ids)) == 2
     stuff = next(s for s in result.segments if s["category_id"] == 193)
@@ -109,7 +114,7 @@ def test_stuff_queries_of_one_class_are_fused_into_one_segment():
 
 def test_thing_queries_of_one_class_stay_separate():
     class_logits, masks = two_region_queries(1, 1)
-    result = run(class_logits, masks, [(8, 8)], [(8, 8)])[0]
+    result = run(class_logits, masks, [square(8)])[0]
     assert [s["category_id"] for s in result.segments] == [3, 3, 1]
     assert len({s["id"] for s in result.segments}) == 3
 
@@ -126,7 +131,7 @@ def test_nothing_kept_gives_an_all_void_int32_map(case):
         labels = label_tables(known=(False, False, True, True, True))
         class_logits[0, 2] = -10.0
         class_logits[0, 2, 0] = 10.0
-    result = run(class_logits, masks, [(8, 8)], [(11, 9)], thresholds, labels)[0]
+    result = run(class_logits, masks, [Geometry((8, 8), (8, 8), (11, 9))], thresholds, labels)[0]
     assert result.id_map.dtype == torch.int32 and result.id_map.shape == (11, 9)
     assert not result.id_map.any() and result.segments == []
 
@@ -135,7 +140,7 @@ def test_an_empty_batch_position_does_not_disturb_the_others():
     class_logits, masks = two_region_queries(0, 1)
     empty = class_logits.clone()
     empty[..., -1] = 50.0
-    results = run(torch.cat([empty, class_logits]), torch.cat([masks, masks]), [(8, 8)] * 2, [(8, 8)] * 2)
+    results = run(torch.cat([empty, class_logits]), torch.cat([masks, masks]), [square(8)] * 2)
     assert results[0].segments == [] and len(results[1].segments) == 3
 
 
@@ -156,7 +161,7 @@ def test_agrees_with_transformers_eomt_on_unpadded_images(seed):
     rng = np.random.default_rng(100 + seed)
     class_logits, masks = random_queries(rng, 20, 16, 16)
     thresholds = Thresholds(score=float(rng.uniform(0.3, 0.8)), mask=0.5, overlap=float(rng.uniform(0.3, 0.9)))
-    ours = run(class_logits[None], masks[None], [(16, 16)], [(64, 64)], thresholds)[0]
+    ours = run(class_logits[None], masks[None], [square(64)], thresholds)[0]
     theirs = transformers_eomt(class_logits[None], masks[None], 64, thresholds, stuff_labels=[3, 4])
     expected = theirs["segmentation"] + 1  # transformers: -1 is void, ids from 0
     assert torch.equal(ours.id_map.long(), expected)
@@ -187,19 +192,41 @@ def test_agrees_with_transformers_detr_where_their_rules_coincide(seed):
     best = masks.argmax(0)
     masks.scatter_(0, best[None], masks.gather(0, best[None]).abs() + 3.0)
     thresholds = Thresholds(score=0.5, mask=0.5, overlap=0.6)
-    ours = run(class_logits[None], masks[None], [(20, 24)], [(20, 24)], thresholds)[0]
+    ours = run(class_logits[None], masks[None], [Geometry((20, 24), (20, 24), (20, 24))], thresholds)[0]
     theirs = transformers_detr(class_logits[None], masks[None], thresholds, fuse=set())
     assert torch.equal(ours.id_map, theirs["segmentation"])
     assert [s["id"] for s in ours.segments] == sorted({s["id"] for s in theirs["segments_info"]})
 
 
-def test_row_bands_bound_memory_and_give_the_same_segments():
-    from segcore.models.postprocess import _assign_pixels
-
+def test_query_chunks_bound_memory_and_give_the_same_segments():
     rng = np.random.default_rng(11)
     _, masks = random_queries(rng, 9, 12, 10)
     scores = torch.tensor(rng.uniform(0.5, 1.0, 9), dtype=torch.float32)
-    whole = _assign_pixels(masks, scores, (11.5, 10.0), (61, 43), 0.5)
-    banded = _assign_pixels(masks, scores, (11.5, 10.0), (61, 43), 0.5, budget=9 * 43 * 7)  # 7 rows a band
-    for a, b in zip(whole, banded):
+    scores[3] = scores[5]  # equal scores: ties must go to the earlier query in both
+    masks[5] = masks[3]
+    geometry = Geometry((48, 40), (46, 40), (61, 43))
+    whole = assign_pixels(masks, scores, geometry, 0.5)
+    chunked = assign_pixels(masks, scores, geometry, 0.5, budget=2 * (48 * 40 + 2 * 61 * 43))  # 2 queries a chunk
+    for a, b in zip(whole, chunked):
         assert torch.equal(a, b)
+    assert not (whole[0] == 5).any()
+
+
+def test_maskformer_keeps_every_won_pixel_where_mask2former_leaves_void():
+    class_logits, masks = two_region_queries(0, 1)
+    masks[0, 0, :, :4] = -0.5  # query 0 wins the left half with probability 0.38 < 0.5: its mask is empty
+    masks[0, 0, 0, 0] = 3.0  # one strong pixel, so its mask is not empty (ratio = won / mask area is large)
+    thresholds = Thresholds(score=0.5, mask=0.5, overlap=0.8)
+    with_void = run(class_logits, masks, [square(8)], thresholds, segment_threshold=True)[0]
+    without = run(class_logits, masks, [square(8)], thresholds, segment_threshold=False)[0]
+    assert (with_void.id_map == 0).sum() > 0
+    assert (without.id_map == 0).sum() == 0
+    assert len(without.segments) == len(with_void.segments) == 3
+
+
+def test_a_query_keeping_exactly_the_overlap_fraction_is_a_segment():
+    class_logits, masks = two_region_queries(0, 1, 2)  # query 2 (a 2x2 square) takes 4 of query 0's 32 pixels
+    ratio = (32 - 4) / 32  # 0.875
+    at = run(class_logits, masks, [square(8)], Thresholds(score=0.5, mask=0.5, overlap=ratio))[0]
+    above = run(class_logits, masks, [square(8)], Thresholds(score=0.5, mask=0.5, overlap=ratio + 1e-9))[0]
+    assert len(at.segments) == 3 and len(above.segments) == 2

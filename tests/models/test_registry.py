@@ -32,10 +32,24 @@ def test_specs_split_into_backend_and_target():
     assert split_spec(DEFAULT_PRESET) == ("hf", "tue-mps/coco_panoptic_eomt_large_640")
 
 
-def test_the_seed_preset_keeps_queries_above_0_85_unless_the_user_says_otherwise():
-    assert resolve_options("detr-r101", ModelOptions()).score_threshold == 0.85
-    assert resolve_options("detr-r101", ModelOptions(score_threshold=0.5), {"score_threshold"}).score_threshold == 0.5
-    assert resolve_options("hf:x/y", ModelOptions()).score_threshold is None
+def test_a_preset_sets_its_options_unless_the_user_set_them():
+    assert resolve_options("mask2former-swin-large", ModelOptions()).input_size == (800, 1333)
+    assert resolve_options("mask2former-swin-large", ModelOptions(input_size=(640, 2560))).input_size == (640, 2560)
+    assert resolve_options("eomt-large-640-ade20k", ModelOptions()).dataset == "ade20k-panoptic"
+    assert resolve_options("hf:x/y", ModelOptions()).dataset is None
+
+
+def test_detr_keeps_queries_above_0_85_by_its_own_rule_unless_the_user_says_otherwise(tiny_model_dirs):
+    from segcore.models.registry import load_segmenter
+    from segcore.synthetic import demo_categories
+
+    detr = load_segmenter(f"hf:{tiny_model_dirs['detr']}", ModelOptions(device="cpu"), demo_categories())
+    assert detr.thresholds.score == 0.85 and detr.rule.postprocess == "detr"
+    mask2former = load_segmenter(f"hf:{tiny_model_dirs['mask2former']}", ModelOptions(device="cpu"), demo_categories())
+    assert mask2former.thresholds.score == 0.8
+    lowered = load_segmenter(f"hf:{tiny_model_dirs['detr']}", ModelOptions(device="cpu", score_threshold=0.5),
+                             demo_categories())
+    assert lowered.thresholds.score == 0.5
 
 
 @pytest.mark.parametrize(
@@ -46,6 +60,15 @@ def test_the_seed_preset_keeps_queries_above_0_85_unless_the_user_says_otherwise
 def test_bad_options_fail_before_loading(options, field):
     with pytest.raises(ValueError, match=field):
         check_spec("demo", options)
+
+
+@pytest.mark.parametrize("options, field", [
+    (ModelOptions(dataset="imagenet"), "ade20k-panoptic"), (ModelOptions(input_size=(1333, 800)), "input_size"),
+    (ModelOptions(input_size=(800,)), "input_size"),
+])
+def test_a_bad_dataset_or_input_size_fails_listing_what_is_allowed(options, field):
+    with pytest.raises(ValueError, match=field):
+        check_spec("hf:x/y", options)
 
 
 def test_the_dtype_error_lists_the_allowed_values():

@@ -131,6 +131,14 @@ def test_tensor_and_numpy_images_give_the_same_result(segmenter, results):
         assert torch.equal(first.id_map, second.id_map) and first.segments == second.segments
 
 
+def test_an_image_gets_the_same_labels_alone_and_in_a_mixed_batch(segmenter, results):
+    for image, together in zip(random_images(), results):
+        alone = segmenter.segment([image])[0]
+        assert torch.equal(alone.id_map, together.id_map) and alone.segments == together.segments
+    keys = {segmenter.batch_key(*image.shape[:2]) for image in random_images()}
+    assert len(keys) > 1  # the batch really mixes Mask R-CNN input sizes
+
+
 def test_a_score_threshold_of_one_leaves_only_stuff(segmenter):
     settings = dataclasses.replace(segmenter.settings, score_threshold=1.0)
     results = with_changes(segmenter, settings=settings).segment(random_images())

@@ -9,7 +9,7 @@ import torch
 
 from segcore.synthetic import demo_categories
 
-FAMILIES = ("detr", "maskformer", "mask2former", "oneformer", "eomt")
+FAMILIES = ("detr", "maskformer", "mask2former", "oneformer", "eomt", "eomt_dinov3")
 SMALL_PROCESSOR = {"do_resize": True, "size": {"shortest_edge": 64, "longest_edge": 96}, "do_normalize": True}
 
 
@@ -75,6 +75,12 @@ def build_tiny_model(family: str, labels=None) -> torch.nn.Module:
             max_seq_len=16, is_training=False, **common, **label_config,
         )
         return T.OneFormerForUniversalSegmentation(config)
+    if family == "eomt_dinov3":
+        config = T.EomtDinov3Config(
+            hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, image_size=64,
+            patch_size=16, num_register_tokens=4, num_blocks=1, num_queries=10, **label_config,
+        )
+        return T.EomtDinov3ForUniversalSegmentation(config)
     config = T.EomtConfig(
         hidden_size=64, num_hidden_layers=4, num_attention_heads=2, intermediate_size=128, image_size=64,
         patch_size=16, num_blocks=2, num_queries=10, **label_config,
@@ -82,12 +88,49 @@ def build_tiny_model(family: str, labels=None) -> torch.nn.Module:
     return T.EomtForUniversalSegmentation(config)
 
 
+OUTPUT_NAMES = {"detr": ("logits", "pred_masks")}  # other families: class_queries_logits, masks_queries_logits
+
+
+def make_decisive(model: torch.nn.Module, seed: int = 0, strength: float = 8.0) -> torch.nn.Module:
+    """Adds a fixed forward hook that makes a tiny random model's outputs decisive: a random class preference per
+    query (several queries are kept with confident classes, some say "no object") and a mask field per query that
+    is high in the query's own cell of a random Voronoi partition of the mask grid, on top of the model's own
+    image-dependent mask logits (per image scaled to std 2, so boundaries move with the image).
+
+    Random weights collapse every query onto one class and one mask near the threshold, where no rule is tested.
+    The hook is part of the forward pass, so a port and the package see identical model outputs.
+    """
+    class_name, mask_name = OUTPUT_NAMES.get(model.config.model_type, ("class_queries_logits", "masks_queries_logits"))
+    generator = torch.Generator().manual_seed(seed)
+    n_queries = model.config.num_queries
+    class_offsets = torch.randn(n_queries, model.config.num_labels + 1, generator=generator) * strength
+    centers = torch.rand(n_queries, 2, generator=generator)  # (y, x) in [0, 1]
+
+    def cells(height: int, width: int) -> torch.Tensor:
+        ys, xs = torch.linspace(0, 1, height), torch.linspace(0, 1, width)
+        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), -1)  # (h, w, 2)
+        distance = (grid[None] - centers[:, None, None]).norm(dim=-1)  # (Q, h, w)
+        return strength * (1 - (distance - distance.min(0).values) / 0.1)
+
+    def hook(module, args, output):
+        logits = getattr(output, class_name)
+        masks = getattr(output, mask_name)
+        scale = 2.0 / masks.flatten(1).std(1).clamp(min=1e-6)[:, None, None, None]
+        setattr(output, class_name, logits + class_offsets.to(logits))
+        setattr(output, mask_name, masks * scale + cells(*masks.shape[-2:]).to(masks))
+        return output
+
+    model.register_forward_hook(hook)
+    return model
+
+
 def save_tokenizer(folder: Path) -> None:
     """A small word-level tokenizer (OneFormer needs one for its task prompt; CLIP's files cannot be downloaded)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {"[PAD]": 0, "[UNK]": 1, "the": 2, "task": 3, "is": 4, "panoptic": 5, "semantic": 6, "instance": 7}
+    # the pad token is not id 0, as in CLIP's tokenizer: OneFormer's task input must still be padded with zeros
+    vocab = {"[UNK]": 0, "the": 1, "task": 2, "is": 3, "panoptic": 4, "semantic": 5, "instance": 6, "[PAD]": 7}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(folder)
@@ -97,7 +140,7 @@ def save_tiny_model(family: str, folder: Path, labels=None) -> Path:
     """Saves a tiny model with ``save_pretrained`` plus a small image-processor config (and tokenizer)."""
     build_tiny_model(family, labels).save_pretrained(folder)
     processor = dict(SMALL_PROCESSOR)
-    if family == "eomt":
+    if family in ("eomt", "eomt_dinov3"):
         processor.update(size={"shortest_edge": 64, "longest_edge": 64}, do_pad=True)
     elif family != "detr":
         processor["size_divisor"] = 32

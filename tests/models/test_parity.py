@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from reference_ports import detectron2, detr, eomt
+from reference_ports import run
 from reference_ports.compare import agreement, matched_ids
 from segcore.models.preprocess import prepare_batch
 from segcore.models.registry import ModelOptions, load_segmenter
@@ -21,7 +21,6 @@ from segcore.synthetic import DEMO_SIZES, demo_categories, make_demo_sample
 from tiny_models import FAMILIES, make_decisive, save_tiny_model
 
 COCO_IMAGES = ("000000142238.jpg", "000000439180.jpg")
-SHORT, LONG, SQUARE = 64, 96, 64  # tiny_models' processor sizes
 PIXEL_AGREEMENT = 0.999
 
 
@@ -45,33 +44,9 @@ def confident_models(tmp_path_factory) -> dict:
     return models
 
 
-def reference(segmenter, image: np.ndarray):
-    """The port's labels of one image: ``(id_map, void_id, {their id: model label}, pixel_values)``."""
-    family, model = segmenter.family, segmenter.model
-    is_thing = {label: demo_categories().by_id(c).isthing for label, c in enumerate(segmenter.label_map.category_ids)}
-    if family == "detr":
-        id_map, segments, pixel_values = detr.label(model, image, is_thing, size=SHORT, max_size=LONG)
-        void = -1 if segments else 0  # DETR lists id 0 as a segment; unlisted (nothing kept) it is VOID
-        return id_map, void, {s["id"]: s["category_id"] for s in segments}, pixel_values
-    if family in ("eomt", "eomt_dinov3"):
-        stuff = {label for label, thing in is_thing.items() if not thing}
-        mean, std = segmenter.preprocessing.mean, segmenter.preprocessing.std
-        segment_ids, classes, pixel_values = eomt.label(model, image, stuff, SQUARE, mean, std)
-        labels = {int(s): int(classes[segment_ids == s][0]) for s in np.unique(segment_ids) if s >= 0}
-        return segment_ids, -1, labels, pixel_values
-    tokenizer = None
-    if family == "oneformer":
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(segmenter.source)
-    panoptic, segments, pixel_values = detectron2.label(model, image, family, is_thing, tokenizer, short=SHORT,
-                                                        max_size=LONG)
-    return panoptic.numpy(), 0, {s["id"]: s["category_id"] for s in segments}, pixel_values
-
-
 def assert_same_labels(result, image, segmenter, minimum=PIXEL_AGREEMENT):
     """Our result of one image against the port's: pixels up to renumbering, and the categories of the pairs."""
-    theirs, their_void, their_labels, _ = reference(segmenter, image)
+    theirs, their_void, their_labels, _ = run.reference(segmenter, image)
     ours = result.id_map_numpy()
     assert agreement(ours, theirs, 0, their_void) >= minimum
     ours_category = {s["id"]: s["category_id"] for s in result.segments}
@@ -94,7 +69,7 @@ def test_a_mixed_size_batch_gets_the_reference_labels_of_each_image(family, conf
 def test_the_model_input_equals_the_reference_input(family, confident_models, photos):
     segmenter = confident_models[family]
     for image in photos:
-        _, _, _, expected = reference(segmenter, image)
+        _, _, _, expected = run.reference(segmenter, image)
         tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
         pixel_values, _, _ = prepare_batch([tensor], segmenter.preprocessing)
         assert pixel_values.shape == expected.shape
@@ -117,14 +92,7 @@ def test_the_demo_model_equals_mask2former_on_its_scenes_and_on_photos(photos):
     segmenter = load_segmenter("demo", ModelOptions(device="cpu"))
     scenes = [make_demo_sample(5, index, size)[0] for index, size in enumerate(DEMO_SIZES * 4)]
     for result, image in zip(segmenter.segment(scenes), scenes):
-        theirs, _, _ = detectron2.label(segmenter.model, image, "mask2former", demo_is_thing(segmenter),
-                                           short=128, max_size=160)
-        assert agreement(result.id_map_numpy(), theirs.numpy(), 0, 0) == 1.0
+        theirs, void, _, _ = run.reference(segmenter, image)
+        assert agreement(result.id_map_numpy(), theirs, 0, void) == 1.0
     for result, image in zip(segmenter.segment(photos), photos):
-        theirs, _, _ = detectron2.label(segmenter.model, image, "mask2former", demo_is_thing(segmenter),
-                                           short=128, max_size=160)
-        assert agreement(result.id_map_numpy(), theirs.numpy(), 0, 0) >= PIXEL_AGREEMENT
-
-
-def demo_is_thing(segmenter) -> dict[int, bool]:
-    return {label: segmenter.categories.by_id(c).isthing for label, c in enumerate(segmenter.label_map.category_ids)}
+        assert_same_labels(result, image, segmenter)

@@ -31,9 +31,10 @@ ratio)  # goal 1: the published architectures, bf16, 640x480 JPEGs
             --repeats 3 --json "$out/pipeline_ratio_$model.json"
     done
     ;;
-stages)  # pre-processing, forward, post-processing per model on the GPU
+stages)  # pre-processing, forward, post-processing per model on the GPU; each family's post-processing (issue 14)
     $py bench/models.py --models demo,eomt-large-640,mask2former-swin-large --images 16 --batch 8 \
         --device cuda --dtype bfloat16 --out "$out/models_cuda.json"
+    $py bench/postprocess.py --device cuda --kept 30 all --repeats 5 --json "$out/postprocess_cuda.json"
     ;;
 host)  # the host side on this machine's cores, device stood in: goal 1's host half, goal 4, goal 3 (actors)
     $py bench/device_overlap.py --repeats 2 --shard-images 512 --device-ms 2 4 8 --json "$out/device_overlap.json"

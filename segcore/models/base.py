@@ -47,6 +47,7 @@ class Segmenter(Protocol):
 
     A segmenter may also have ``batch_key(height, width)``: images with equal keys share a padded input size,
     and the worker batches them together (without it, images are batched by :func:`orientation`).
+    ``segment`` gives each image the result it gives that image alone, whatever else is in the batch.
     """
 
     spec: str

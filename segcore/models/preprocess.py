@@ -120,12 +120,15 @@ class Preprocessing:
         return cls(rule, int(shortest), int(longest), divisor, mean, std)  # type: ignore[arg-type]
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
-        """The (height, width) the family's reference resizes an image of this size to."""
+        """The (height, width) the family's reference resizes an image of this size to; a side the reference
+        would round to 0 (an extreme aspect ratio, where the original fails) is one pixel."""
         if self.rule.resize == "eomt":
-            return eomt_size(height, width, self.longest_edge)
-        if self.rule.resize == "detr":
-            return detr_size(height, width, self.shortest_edge, self.longest_edge)
-        return detectron2_size(height, width, self.shortest_edge, self.longest_edge)
+            size = eomt_size(height, width, self.longest_edge)
+        elif self.rule.resize == "detr":
+            size = detr_size(height, width, self.shortest_edge, self.longest_edge)
+        else:
+            size = detectron2_size(height, width, self.shortest_edge, self.longest_edge)
+        return max(1, size[0]), max(1, size[1])
 
     def padded_size(self, sizes: Sequence[tuple[int, int]]) -> tuple[int, int]:
         """The input size of a batch of resized images of these sizes."""

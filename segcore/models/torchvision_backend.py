@@ -22,6 +22,7 @@ Typical use::
 from __future__ import annotations
 
 import json
+import logging
 import math
 import pickle
 import re
@@ -62,6 +63,8 @@ DEFAULT_SCORE_THRESHOLD = 0.5
 UNMAPPED_DETECTION_LABELS = ("__background__", "N/A")  # torchvision's COCO detection labels without a category
 IMAGE_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, which torchvision's semantic weights expect
 IMAGE_STD = (0.229, 0.224, 0.225)
+
+logger = logging.getLogger(__name__)
 
 _PART = re.compile(r"(?P<name>\w+)(?:@(?P<checkpoint>.+))?", re.DOTALL)
 
@@ -432,7 +435,8 @@ class TorchvisionSegmenter:
 
     def batch_key(self, height: int, width: int) -> tuple[int, int]:
         """The padded size Mask R-CNN's transform gives an image of this size alone: images of one key batch
-        together and each gets the detections it gets alone (the semantic model runs at each image's own size)."""
+        together and each gets the detections it gets alone (the semantic model runs at each image's own size).
+        A side of 0: the image is too thin for Mask R-CNN."""
         transform = self.instance.module.transform
         scale = min(transform.min_size[-1] / min(height, width), transform.max_size / max(height, width))
         step = transform.size_divisible
@@ -482,12 +486,24 @@ class TorchvisionSegmenter:
         for position, image in enumerate(pixels):
             groups.setdefault(self.batch_key(*image.shape[1:]), []).append(position)
         results: list = [None] * len(pixels)
-        for positions in groups.values():
+        for key, positions in groups.items():
+            if 0 in key:  # Mask R-CNN would resize a side to 0 pixels (and fail): no things, stuff only
+                for position in positions:
+                    results[position] = self._no_instances(pixels[position])
+                continue
             with autocast(self.device, self.dtype):
                 outputs = self.instance.module([pixels[p] for p in positions])
             for position, output in zip(positions, outputs):
                 results[position] = self._instances(output)
         return results
+
+    def _no_instances(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """No detections for an image of ``(3, H, W)``, logged: it is too thin for Mask R-CNN's resize."""
+        logger.warning("image of %d x %d pixels is too thin for Mask R-CNN's resize: labelled with stuff only",
+                       image.shape[1], image.shape[2])
+        height, width = image.shape[1:]
+        return (torch.zeros((0, height, width), dtype=torch.bool, device=self.device),
+                torch.zeros(0, device=self.device), torch.zeros(0, dtype=torch.int64, device=self.device))
 
     def _instances(self, output: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Masks, scores and dataset category ids of one image's kept detections."""

@@ -328,3 +328,9 @@ def test_the_default_instance_labels_are_cocos_detection_labels():
     assert sorted(c for c in label_map.category_ids if c is not None) == things
     for label, category_id in enumerate(label_map.category_ids):
         assert category_id in (None, label)  # COCO's detection label is its category id
+
+
+def test_images_of_extreme_aspect_ratios_are_labelled(segmenter):
+    images = [np.full((1, 3000, 3), 90, np.uint8), np.full((2000, 2, 3), 200, np.uint8)]
+    for result, image in zip(segmenter.segment(images), images):
+        check_result(result, image)

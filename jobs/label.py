@@ -13,7 +13,7 @@ import sys
 
 from segcore.categories import DATASETS
 from segcore.io.commit import ManifestMismatch
-from segcore.io.lock import JobLocked
+from segcore.io.lock import JobLocked, LockLost
 from segcore.models.registry import ModelOptions, describe_specs
 from segcore.runtime.labeling import LabelJobConfig, summary_lines
 
@@ -94,17 +94,19 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = config_from(args)
-        result = run_label_job(config)
+        result = run_label_job(config, reduce=True)
     except (ValueError, ManifestMismatch, FileNotFoundError, JobLocked) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except LockLost as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print("\n".join(summary_lines(result)))
     if not config.dry_run:
         from segcore.metrics.stats import format_summary
-        from segcore.runtime.driver import reduce_job
         from segcore.runtime.evaluation import format_table
 
-        metrics = reduce_job(config)
+        metrics = result["metrics"]
         if "pq" in metrics:
             print(format_table(metrics["pq"], result["categories"], per_class=True))
         else:

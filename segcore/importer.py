@@ -117,7 +117,7 @@ def import_coco_panoptic(
     try:
         lock.start_heartbeat()
         claim = claim_output(output, manifest, overwrite)
-        done = committed_shards(output) if claim != "overwritten" else set()
+        done = committed_shards(output, validate=True) if claim != "overwritten" else set()
         pending = [shard_id for shard_id in shards if shard_id not in done]
         logger.info("import: %d shards, %d committed, %d to do (%s)", len(shards), len(shards) - len(pending),
                     len(pending), claim)

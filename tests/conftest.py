@@ -49,6 +49,24 @@ def synthetic_corpus(tmp_path_factory):
     return write_corpus(tmp_path_factory.mktemp("corpus"), 24, seed=7, height=120, width=160, processes=1)
 
 
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A real, small file system: a tmpfs of 4 MiB mounted under tmp_path (skipped where mounting is not allowed,
+    e.g. without root). Yields its path; unmounted afterwards."""
+    import subprocess
+
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """A local Ray instance with 2 CPUs, shut down after the module."""

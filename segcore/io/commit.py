@@ -9,25 +9,35 @@ Layout under ``--output`` (any fsspec URI)::
     stats/<shard_id>.json         label statistics partials (summable counts)
     _done/<shard_id>              written last: the shard is committed iff this exists
 
-No rename is assumed (object stores have none). A shard without a marker is redone from scratch, overwriting.
-A whole write is idempotent, so one failing with a transient storage error is retried (``segcore.io.retry``); the
-marker is written only after every other file of the shard, and a write that fails for good raises, so nothing
-is marked.
+Every file is written whole: one PUT on object stores (atomic there); on a local, NFS or FUSE path, a temporary
+file in the same folder (``.tmp-*``, never listed as a shard), flushed to disk and renamed into place, so a full
+disk or a kill never leaves an empty or partial file under a final name. A shard without a valid marker is redone
+from scratch, overwriting. A whole write is idempotent, so one failing with a transient storage error is retried
+(``segcore.io.retry``); the marker is written only after every other file of the shard, and a write that fails for
+good raises, so nothing is marked. A marker counts only when it is not empty and its data file is there (one
+listing of each folder); a resume also reads every marker and redoes a shard whose marker does not parse, names
+another shard or disagrees with its data file's size.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import uuid
 from dataclasses import dataclass
 from typing import Mapping
 
 import fsspec
+from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
 from segcore.io.retry import RetryPolicy, call_with_retries
 
+logger = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
+TEMPORARY_PREFIX = ".tmp-"  # a file being written on a local path; readers skip it
 VOLATILE_MANIFEST_KEYS = ("created", "code_version")  # may differ between a run and its rerun
 
 
@@ -80,24 +90,70 @@ def write_whole(output: Output, path: str, data: bytes, retry: RetryPolicy | Non
     """
     def write() -> None:
         if isinstance(output.fs, LocalFileSystem):
-            output.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        output.fs.pipe_file(path, data)
+            _write_local(path, data, replace=True)
+        else:
+            output.fs.pipe_file(path, data)
 
     call_with_retries(write, f"write {output.fs.unstrip_protocol(path)}", retry)
 
 
 def create_only(output: Output, path: str, data: bytes) -> None:
-    """Writes ``data`` only if ``path`` does not exist yet (atomic: ``O_EXCL`` locally, If-None-Match on S3).
+    """Writes ``data`` only if ``path`` does not exist yet, complete or not at all (locally: a temporary file
+    hard-linked into place, which fails if the name exists; on S3: a PUT with If-None-Match).
 
     Raises:
         FileExistsError: something is already there.
     """
     if isinstance(output.fs, LocalFileSystem):
-        output.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        with open(path, "xb") as f:
-            f.write(data)
+        _write_local(path, data, replace=False)
         return
     output.fs.pipe_file(path, data, mode="create")
+
+
+def _write_local(path: str, data: bytes, replace: bool) -> None:
+    """``data`` to a temporary file beside ``path``, flushed to disk, then renamed (``replace``) or hard-linked
+    (create-only) to ``path``; the folder is synced so the name survives a crash. Nothing is left on failure."""
+    folder, name = path.rsplit("/", 1)
+    os.makedirs(folder, exist_ok=True)
+    temporary = f"{folder}/{TEMPORARY_PREFIX}{name}.{uuid.uuid4().hex[:12]}"
+    try:
+        with open(temporary, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if replace:
+            os.replace(temporary, path)
+        else:
+            _link_new(temporary, path, data)
+        _sync_folder(folder)
+    finally:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+
+
+def _link_new(temporary: str, path: str, data: bytes) -> None:
+    """Hard-links ``temporary`` to ``path`` (FileExistsError if taken); on a file system without hard links, an
+    exclusive create then a write (not atomic: a reader may see it empty for a moment)."""
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (some FUSE and SMB mounts)
+        with open(path, "xb") as f:
+            f.write(data)
+
+
+def _sync_folder(folder: str) -> None:
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:  # some file systems cannot sync a folder
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def commit_shard(
@@ -143,17 +199,92 @@ def commit_shard(
     return marker
 
 
-def committed_shards(output: Output) -> set[str]:
-    """The ids of committed shards: the names under ``_done/`` (data files without a marker do not count)."""
-    folder = output.path("_done")
-    if not output.fs.exists(folder):
-        return set()
-    return {path.rstrip("/").rsplit("/", 1)[-1] for path in output.fs.ls(folder, detail=False)}
+def listed_sizes(output: Output, folder: str) -> dict[str, int]:
+    """File name -> size of the files in ``folder`` under the output (one listing; temporary files skipped)."""
+    path = output.path(folder)
+    try:
+        entries = output.fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return {}
+    sizes = {}
+    for entry in entries:
+        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        if entry.get("type") != "directory" and not name.startswith(TEMPORARY_PREFIX):
+            sizes[name] = int(entry.get("size") or 0)
+    return sizes
+
+
+def marker_names(output: Output) -> set[str]:
+    """Every name under ``_done/``, valid or not (for verification)."""
+    return set(listed_sizes(output, "_done"))
+
+
+def committed_shards(output: Output, validate: bool = False) -> set[str]:
+    """The ids of committed shards: a marker under ``_done/`` that is not empty, with its data file present.
+
+    Two listings (``_done/`` and ``shards/``); with ``validate`` (a resume) every marker is also read (concurrently
+    where the file system can) and must parse, name its shard and give its data file's listed size. Markers that
+    fail are logged by name and left out, so their shards are redone.
+    """
+    markers = listed_sizes(output, "_done")
+    data = listed_sizes(output, "shards")
+    committed = {name for name, size in markers.items() if size > 0 and data.get(f"{name}.parquet", 0) > 0}
+    if validate and committed:
+        committed = _valid_markers(output, committed, data)
+    invalid = sorted(set(markers) - committed)
+    if invalid:
+        logger.warning("%d markers do not vouch for a complete shard (empty, unreadable, or its data file missing "
+                       "or changed), so those shards count as not committed: %s", len(invalid),
+                       ", ".join(output.marker_path(name) for name in invalid[:5]))
+    return committed
+
+
+def _valid_markers(output: Output, names: set[str], data_sizes: Mapping[str, int]) -> set[str]:
+    """The names whose marker parses, names its shard and gives its data file's size."""
+    paths = {output.marker_path(name): name for name in names}
+    valid = set()
+    for path, content in read_many(output.fs, list(paths)).items():
+        name = paths[path]
+        try:
+            marker = json.loads(content)
+            matches = marker["shard_id"] == name and marker["data_bytes"] == data_sizes[f"{name}.parquet"]
+        except (TypeError, ValueError, KeyError):
+            matches = False
+        if matches:
+            valid.add(name)
+    return valid
+
+
+def read_many(fs: fsspec.AbstractFileSystem, paths: list[str]) -> dict[str, bytes | Exception]:
+    """path -> content (or the exception reading it), concurrently on an async file system (S3, GCS, HTTP)."""
+    if isinstance(fs, AsyncFileSystem) and not any(char in path for path in paths for char in "*?["):
+        contents = fs.cat(paths, on_error="return")  # keys: the paths as given (already without protocol)
+        return {path: contents.get(path, FileNotFoundError(path)) for path in paths}
+    results: dict[str, bytes | Exception] = {}
+    for path in paths:
+        try:
+            results[path] = fs.cat_file(path)
+        except OSError as error:
+            results[path] = error
+    return results
 
 
 def read_marker(output: Output, shard_id: str) -> dict:
-    """The content of a shard's marker."""
-    return json.loads(output.fs.cat_file(output.marker_path(shard_id)))
+    """The content of a shard's marker.
+
+    Raises:
+        ValueError: it is not a marker (empty or not JSON); the message names it.
+    """
+    path = output.marker_path(shard_id)
+    content = output.fs.cat_file(path)
+    try:
+        marker = json.loads(content)
+    except ValueError:
+        marker = None
+    if not isinstance(marker, dict):
+        raise ValueError(f"Expected the marker {output.fs.unstrip_protocol(path)} to be a JSON object, but it holds "
+                         f"{content[:40]!r}; rerun the job to redo shard {shard_id}")
+    return marker
 
 
 def claim_output(output: Output, manifest: Mapping, overwrite: bool = False) -> str:
@@ -173,7 +304,7 @@ def claim_output(output: Output, manifest: Mapping, overwrite: bool = False) -> 
     if not output.fs.exists(path):
         create_only(output, path, document)
         return "created"
-    existing = json.loads(output.fs.cat_file(path))
+    existing = read_manifest(output, must_parse=not overwrite)
     differing = sorted(
         key
         for key in set(existing) | set(manifest)
@@ -191,3 +322,28 @@ def claim_output(output: Output, manifest: Mapping, overwrite: bool = False) -> 
         output.fs.rm(markers, recursive=True)
     write_whole(output, path, document)
     return "overwritten"
+
+
+def read_manifest(output: Output, must_parse: bool = True) -> dict:
+    """The output's manifest.
+
+    Args:
+        must_parse: raise on an unreadable manifest; False: return ``{}`` for it (``--overwrite`` replaces it).
+
+    Raises:
+        FileNotFoundError: there is none.
+        ManifestMismatch: it is empty or not a JSON object (a write cut short); the message names the file and
+            says ``--overwrite`` starts over.
+    """
+    path = output.path(MANIFEST)
+    content = output.fs.cat_file(path)
+    try:
+        manifest = json.loads(content)
+    except ValueError:
+        manifest = None
+    if isinstance(manifest, dict):
+        return manifest
+    if not must_parse:
+        return {}
+    raise ManifestMismatch(f"Expected the manifest {output.fs.unstrip_protocol(path)} to be a JSON object, but it "
+                           f"holds {content[:40]!r} ({len(content)} bytes); use --overwrite to start over")

@@ -64,23 +64,34 @@ def _take_finished(ray, pending: list) -> pq.PQPartial:
     return ray.get(done)
 
 
-def run_label_job(config) -> dict:
+def run_label_job(config, reduce: bool = False) -> dict:
     """Runs the labeling job: plan (validated before Ray starts), an actor pool, retries, progress, summary.
+
+    The output's lock is held from the plan to the end, through the reduce when ``reduce`` is set, so no other
+    job (an ``--overwrite`` one included) can change the output while this one reads or writes it.
 
     Args:
         config: a :class:`segcore.runtime.labeling.LabelJobConfig`.
+        reduce: also run the reduce (metrics.json, reports) under the lock; its document is ``"metrics"``.
 
     Returns:
         ``{"done", "skipped", "failed" (shard id -> last error), "images", "errors", "seconds", "stages"
         (seconds per stage summed over shards), "shards" (per committed shard: shard_id, started and seconds,
         started counted from the job's start), "claim", "categories", and "batch_pixels" (image pixels and
         padded batch pixels fed to the model, where the segmenter counts them)}``.
+
+    Raises:
+        segcore.io.lock.LockLost: another job took the output's lock over; this one stopped writing.
     """
     from segcore.runtime.labeling import plan
 
     job = plan(config)
     try:
-        return _label(config, job)
+        result = _label(config, job)
+        if reduce and not config.dry_run:
+            job.lock.check()
+            result["metrics"] = reduce_job(config)
+        return result
     finally:
         if job.lock is not None:
             job.lock.release()
@@ -128,6 +139,7 @@ def _label(config, job) -> dict:
         finished = pool.next_finished(timeout)
         if finished is None:  # an actor came back from a restart or was given up, or a retry is due
             continue
+        job.lock.check()  # another job took the output over: stop before counting or dispatching more
         spec, summary, error = finished
         if error is None:
             _count(result, summary, time.perf_counter() - started)

@@ -190,7 +190,7 @@ def plan(config: LabelJobConfig) -> Plan:
         except BaseException:
             lock.release()
             raise
-    done = committed_shards(output) if claim != "overwritten" else set()
+    done = committed_shards(output, validate=True) if claim != "overwritten" else set()
     pending = [s for s in shards if s.shard_id not in done]
     if config.max_shards is not None:
         pending = pending[: config.max_shards]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from segcore.categories import Categories, categories_from_json
-from segcore.io.commit import MANIFEST, Output, committed_shards, read_marker, write_whole
+from segcore.io.commit import Output, committed_shards, read_manifest, read_marker, write_whole
 from segcore.metrics.extras import PQExtras, confusion_table, pq_by_size, worst_and_best
 from segcore.metrics.instances import InstancePartial, format_instance_scores, instance_scores
 from segcore.metrics.pq import PQPartial
@@ -81,8 +81,7 @@ def _merge_extras(merged: PQExtras | None, shard: PQExtras) -> PQExtras:
 
 def job_categories_of(output: Output) -> Categories:
     """The categories in the output's manifest (their order fixes PQ's averaging order)."""
-    manifest = json.loads(output.fs.cat_file(output.path(MANIFEST)))
-    return categories_from_json(manifest["categories"])
+    return categories_from_json(read_manifest(output)["categories"])
 
 
 def reduce_output(output: Output, storage_options: Mapping | None = None) -> dict:
@@ -116,9 +115,10 @@ def reduce_output(output: Output, storage_options: Mapping | None = None) -> dic
         document["instances"] = instance_scores(merged.instances, categories)
     if merged.without_views:
         document["shards_without_views"] = merged.without_views
-    write_whole(output, output.path("metrics.json"), json.dumps(document, indent=1).encode())
+    # each file whole; metrics.json last, so its presence means the reports of the same reduce are there too
     write_whole(output, output.path("report.md"), report_markdown(document, categories).encode())
     write_html_report(output, document, categories, storage_options)
+    write_whole(output, output.path("metrics.json"), json.dumps(document, indent=1).encode())
     if merged.pq.images:
         logger.info("reduce: PQ %.4f over %d images", document["pq"]["All"]["pq"], merged.pq.images)
     logger.info("reduce: %d shards, %d images", merged.shards, merged.stats.images)

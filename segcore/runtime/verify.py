@@ -30,7 +30,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from segcore.categories import Categories, categories_from_json
-from segcore.io.commit import MANIFEST, Output, committed_shards
+from segcore.io.commit import MANIFEST, Output, marker_names
 from segcore.io.lock import LOCK
 from segcore.io.table import STATUS_OK, TableError, read_table
 from segcore.metrics.pq import PQPartial
@@ -48,6 +48,9 @@ SHARD_FILES = (("shards", ".parquet"), ("errors", ".jsonl"), ("pq", ".json"), ("
 
 class NotAnOutput(ValueError):
     """The URI holds no jobs.label output: no manifest, or one that cannot be read; the message names the file."""
+
+
+METRICS = "(metrics.json)"  # the shard id of problems of the reduce's files
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ def verify_output(uri: str, storage_options: Mapping | None = None) -> Report:
     manifest = read_manifest(output)
     categories = categories_from_json(manifest)
     entries = {entry["shard_id"]: entry for entry in manifest["shards"]}
-    committed = committed_shards(output)
+    committed = marker_names(output)  # every marker, valid or not: an invalid one is reported by name
     report = Report(uri, running=output.fs.exists(output.path(LOCK)))
     report.shards = {shard_id: COMMITTED if shard_id in committed else PENDING for shard_id in entries}
     for shard_id in sorted(committed - set(entries)):
@@ -156,7 +159,30 @@ def verify_output(uri: str, storage_options: Mapping | None = None) -> Report:
         report.problems += problems
         logger.info("shard %s: %d rows, %d problems", shard_id, rows, len(problems))
     report.problems += orphan_problems(output, committed)
+    report.problems += metrics_problems(output, report)
     return report
+
+
+def metrics_problems(output: Output, report: Report) -> list[Problem]:
+    """``metrics.json`` must be there and count the committed shards and their images (it is written last by the
+    reduce); an error when it is missing or stale, a warning while a job is running."""
+    severity = WARNING if report.running else ERROR
+    path = output.path("metrics.json")
+    try:
+        metrics = json.loads(output.fs.cat_file(path))
+        counted = (int(metrics["shards"]), int(metrics["stats"]["images"]))
+    except FileNotFoundError:
+        return [Problem(METRICS, f"Expected {path} (the reduce's last file), but there is none: the reduce did not "
+                                 "finish; rerun the job", severity=severity)]
+    except (ValueError, KeyError, TypeError) as error:
+        return [Problem(METRICS, f"Expected {path} to hold the reduce's shard and image counts, but: {error!r}; "
+                                 "rerun the job", severity=severity)]
+    committed = sum(state == COMMITTED for state in report.shards.values())
+    if counted != (committed, report.images):
+        return [Problem(METRICS, f"Expected {path} to count the {committed} committed shards and their "
+                                 f"{report.images} images, but it counts {counted[0]} shards and {counted[1]} images: "
+                                 "it is stale; rerun the job (its reduce rewrites it)", severity=severity)]
+    return []
 
 
 def read_manifest(output: Output) -> dict:

@@ -77,3 +77,45 @@ def test_a_recommit_removes_files_it_does_not_write(output):
     marker = commit_shard(output, "a", b"y", rows=1, stats=b"{}")  # the shard redone: no errors, no ground truth
     assert not output.fs.exists(output.errors_path("a")) and not output.fs.exists(output.partials_path("a"))
     assert output.fs.exists(output.stats_path("a")) and not marker["errors"] and not marker["partials"]
+
+
+def test_an_empty_marker_or_one_without_its_data_file_does_not_count(output):
+    commit_shard(output, "shard-a", b"aaaa", rows=1)
+    commit_shard(output, "shard-b", b"bbbb", rows=1)
+    commit_shard(output, "shard-c", b"cccc", rows=1)
+    output.fs.pipe_file(output.marker_path("shard-a"), b"")  # as a full disk left it under the old protocol
+    output.fs.rm(output.data_path("shard-b"))  # the data file deleted, its marker kept
+    assert committed_shards(output) == {"shard-c"}
+
+
+def test_a_resume_reads_the_markers_and_drops_those_that_do_not_vouch_for_their_shard(output):
+    for name in ("shard-a", "shard-b", "shard-c", "shard-d"):
+        commit_shard(output, name, name.encode() * 3, rows=1)
+    output.fs.pipe_file(output.marker_path("shard-a"), b'{"shard_id": "shard-a", "ro')  # cut short
+    output.fs.pipe_file(output.marker_path("shard-b"), output.fs.cat_file(output.marker_path("shard-c")))
+    output.fs.pipe_file(output.data_path("shard-c"), b"other content")  # not the size the marker vouches for
+    assert committed_shards(output) == {"shard-a", "shard-b", "shard-c", "shard-d"}  # listings alone
+    assert committed_shards(output, validate=True) == {"shard-d"}
+    with pytest.raises(ValueError, match="_done/shard-a"):
+        read_marker(output, "shard-a")
+
+
+def test_an_unreadable_manifest_is_named_and_overwrite_recovers(output):
+    output.fs.makedirs(output.root, exist_ok=True)
+    output.fs.pipe_file(output.path("manifest.json"), b"")
+    with pytest.raises(ManifestMismatch, match=r"manifest.json.*--overwrite"):
+        claim_output(output, {"model": "demo"})
+    commit_shard(output, "shard-a", b"a", rows=1)
+    assert claim_output(output, {"model": "demo"}, overwrite=True) == "overwritten"
+    assert json.loads(output.fs.cat_file(output.path("manifest.json"))) == {"model": "demo"}
+    assert committed_shards(output) == set()
+    assert claim_output(output, {"model": "demo"}) == "resumed"
+
+
+def test_local_writes_leave_no_temporary_file_and_replace_whole(tmp_path):
+    output = Output.open(str(tmp_path / "out"))
+    write_whole(output, output.path("a.json"), b"one")
+    write_whole(output, output.path("a.json"), b"two")
+    create_only(output, output.path("b.json"), b"three")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.json", "b.json"]
+    assert (tmp_path / "out" / "a.json").read_bytes() == b"two"

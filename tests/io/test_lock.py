@@ -69,3 +69,62 @@ def test_the_heartbeat_keeps_the_lock_fresh(output):
         acquire(output, lease_s=0.4)
     lock.release()
     assert not output.fs.exists(output.path(LOCK))
+
+
+def test_a_thousand_simultaneous_starts_grant_the_lock_once_each(tmp_path):
+    # half of the rounds race to create the lock, half to take over a stale one (a dead process's lock)
+    import multiprocessing
+
+    from lock_race import contend
+
+    rounds, contenders = 1000, 4
+    for round_number in range(1, rounds, 2):
+        folder = tmp_path / f"{round_number:05d}"
+        folder.mkdir()
+        stale = {"token": "dead", "host": socket.gethostname(), "pid": dead_pid() if round_number == 1 else 999_999_999,
+                 "acquired": 0, "heartbeat": 0}
+        (folder / LOCK).write_text(json.dumps(stale))
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(contenders), context.Queue()
+    processes = [context.Process(target=contend, args=(str(tmp_path), rounds, barrier, results))
+                 for _ in range(contenders)]
+    for process in processes:
+        process.start()
+    grants, failures = [0] * rounds, []
+    for _ in range(rounds * contenders):
+        round_number, granted = results.get(timeout=120)
+        if isinstance(granted, str):
+            failures.append((round_number, granted))
+        else:
+            grants[round_number] += granted
+    for process in processes:
+        process.join(timeout=60)
+    assert failures == []
+    assert grants == [1] * rounds  # never two, never none
+
+
+def test_a_job_whose_lock_was_taken_over_finds_out_and_must_stop(output):
+    from segcore.io.lock import LockLost
+
+    lock = acquire(output)
+    other = {"token": "other", "host": "elsewhere", "pid": 77, "acquired": time.time(), "heartbeat": time.time()}
+    output.fs.pipe_file(output.path(LOCK), json.dumps(other).encode())  # another job took it over
+    lock.check()  # nothing noticed before the next heartbeat
+    lock.refresh()
+    with pytest.raises(LockLost, match="'elsewhere', pid 77"):
+        lock.check()
+    assert json.loads(output.fs.cat_file(output.path(LOCK)))["token"] == "other"  # its lock is left alone
+    lock.release()
+    assert output.fs.exists(output.path(LOCK))
+
+
+def test_renewal_waits_while_another_job_takes_over(output):
+    lock = acquire(output)
+    output.fs.pipe_file(output.path("_lock.json.takeover"), json.dumps({"time": time.time()}).encode())
+    before = output.fs.cat_file(output.path(LOCK))
+    lock.refresh()  # skipped: it must not overwrite a lock being taken over
+    assert output.fs.cat_file(output.path(LOCK)) == before and lock.lost is None
+    with pytest.raises(JobLocked, match="taking over"):
+        acquire(output)
+    output.fs.rm(output.path("_lock.json.takeover"))
+    lock.release()

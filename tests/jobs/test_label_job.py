@@ -39,7 +39,9 @@ def check_rows(output: Output, shard_id: str, expected_rows: int) -> None:
             assert segment["area"] == int((id_map == segment["id"]).sum())
 
 
-def test_shards_are_labelled_once_and_a_rerun_does_nothing(ray_with_gpus, corpus, tmp_path):
+def test_shards_are_labelled_once_and_a_rerun_does_nothing(ray_with_gpus, corpus, tmp_path, monkeypatch):
+    import segcore.runtime.driver as driver
+
     config = job(corpus, str(tmp_path / "labels"))
     first = run_label_job(config)
     assert first["done"] == 3 and first["failed"] == {} and first["images"] == 15
@@ -47,8 +49,14 @@ def test_shards_are_labelled_once_and_a_rerun_does_nothing(ray_with_gpus, corpus
     assert committed_shards(output) == {"corpus-00000", "corpus-00001", "corpus-00002"}
     for shard_id in committed_shards(output):
         check_rows(output, shard_id, 5)
-    again = run_label_job(config)
+    locked_during_reduce = []
+    real_reduce = driver.reduce_job
+    monkeypatch.setattr(driver, "reduce_job", lambda c: locked_during_reduce.append(
+        (tmp_path / "labels" / "_lock.json").exists()) or real_reduce(c))
+    again = run_label_job(config, reduce=True)
     assert again["done"] == 0 and again["skipped"] == 3 and again["claim"] == "resumed"
+    assert locked_during_reduce == [True] and again["metrics"]["shards"] == 3  # no other job can start meanwhile
+    assert not (tmp_path / "labels" / "_lock.json").exists()
     report = verify_output(config.output)
     assert report.problems == [] and report.images == 15
 
@@ -78,7 +86,7 @@ def test_s3_shards_to_s3_output(ray_with_gpus, corpus, s3_bucket):
     for shard in range(3):
         fs.put(corpus.replace("{00000..00002}", f"{shard:05d}"), f"{bucket}/in/corpus-{shard:05d}.tar")
     config = job(f"{bucket}/in/corpus-{{00000..00002}}.tar", f"{bucket}/labels", storage_options=storage_options)
-    assert run_label_job(config)["done"] == 3
+    assert run_label_job(config, reduce=True)["done"] == 3
     output = Output.open(f"{bucket}/labels", storage_options)
     assert committed_shards(output) == {"corpus-00000", "corpus-00001", "corpus-00002"}
     table = pd.read_parquet(f"{bucket}/labels/shards/corpus-00001.parquet", storage_options=storage_options)

@@ -71,7 +71,7 @@ def run(bucket: str, output: str, proxy: FaultyS3Proxy, s3_server: dict, config_
     settings = dict(input=f"{bucket}/in/corpus-{{00000..00002}}.tar", output=f"{bucket}/{output}", model="demo",
                     model_options=ModelOptions(device="cpu"), actors=1, gpus_per_actor=1, cpus_per_actor=1,
                     batch_size=4, decode_threads=2, encode_threads=1, storage_options=options)
-    return run_label_job(LabelJobConfig(**{**settings, **changes}))
+    return run_label_job(LabelJobConfig(**{**settings, **changes}), reduce=True)
 
 
 def shard_files(bucket: str, output: str, s3_server: dict) -> dict[str, tuple[bytes, dict]]:

@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 
 from jobs import verify as verify_job
+from segcore.io.commit import Output
 from segcore.io.table import read_table, rows_to_table, table_to_parquet
 from segcore.models.registry import ModelOptions
 from segcore.png import decode_ids, encode_ids
 from segcore.runtime.labeling import LabelJobConfig, plan, shard_truth
-from segcore.runtime.verify import NotAnOutput, verify_output
+from segcore.runtime.reduce import reduce_output
+from segcore.runtime.verify import METRICS, NotAnOutput, verify_output
 from segcore.runtime.worker import BAD_GROUND_TRUTH, ShardWorker, shard_stats
 from segcore.synthetic import make_demo_sample, write_demo_shards
 
@@ -61,6 +63,7 @@ def good_output(tmp_path_factory) -> Path:
     finally:
         worker.close()
         job.lock.release()
+    reduce_output(Output.open(str(root / "labels")))
     return root / "labels"
 
 
@@ -146,9 +149,10 @@ def test_a_png_with_an_unlisted_id_is_caught(copy):
 def test_a_missing_data_file_is_caught(copy):
     (copy / "shards" / "corpus-00000.parquet").unlink()
     report = verify_output(str(copy))
-    assert [str(p) for p in report.errors] == [
+    assert [str(p) for p in report.errors if p.shard_id != METRICS] == [
         ("error: corpus-00000: Expected the data file shards/corpus-00000.parquet the marker vouches for, "
          "but it does not exist")]
+    assert any("it is stale" in p.message for p in report.errors if p.shard_id == METRICS)
 
 
 def test_statistics_that_disagree_with_the_rows_are_caught(copy):
@@ -176,7 +180,7 @@ def test_a_marker_of_a_shard_not_in_the_manifest_is_an_error(copy):
     shutil.copy(copy / "shards" / "corpus-00000.parquet", copy / "shards" / "corpus-09999.parquet")
     report = verify_output(str(copy))
     assert report.shards["corpus-09999"] == "unknown"
-    assert {p.shard_id for p in report.errors} == {"corpus-09999"}
+    assert {p.shard_id for p in report.errors} == {"corpus-09999", METRICS}  # metrics.json counts one shard less
     assert any("manifest.json does not list" in m for m in messages(report))
     assert any("it names 'corpus-00000'" in m for m in messages(report))  # the copied marker vouches for another
 
@@ -187,9 +191,19 @@ def test_a_data_file_without_a_marker_is_a_warning_only(copy):
     report = verify_output(str(copy))
     assert report.ok and report.errors == [] and report.running and "a job is running there" in report.summary_line()
     assert report.shards["corpus-00002"] == "pending"
-    warned = {(p.shard_id, p.message.split(" for ")[1].split(",")[0]) for p in report.warnings}
+    warned = {(p.shard_id, p.message.split(" for ")[1].split(",")[0]) for p in report.warnings if p.shard_id != METRICS}
     assert warned == {("corpus-00002", f"{folder}/corpus-00002.{suffix}")
                       for folder, suffix in (("shards", "parquet"), ("pq", "json"), ("stats", "json"))}
+
+
+def test_metrics_missing_or_stale_after_the_reduce_is_an_error(copy):
+    (copy / "_done" / "corpus-00002").unlink()  # as if the shard were redone by a job killed before its reduce
+    report = verify_output(str(copy))
+    (stale,) = [p for p in report.errors if p.shard_id == METRICS]
+    assert "counts 3 shards and 14 images" in stale.message and "2 committed shards" in stale.message
+    (copy / "metrics.json").unlink()  # a driver killed during the reduce: metrics.json, written last, is missing
+    (missing,) = [p for p in verify_output(str(copy)).errors if p.shard_id == METRICS]
+    assert "metrics.json" in missing.message and "did not finish" in missing.message
 
 
 def test_the_cli_exits_0_when_all_is_well_1_with_problems_and_2_on_bad_input(good_output, copy, tmp_path, capsys):
@@ -249,3 +263,18 @@ def test_statistics_from_before_the_views_pass_verify_and_the_reduce_says_what_t
     assert metrics["shards_without_views"] == 1
     assert metrics["instances"]["images"] < metrics["images"]  # the old shard's images are not in the AP
     assert "labelled by an older version" in (copy / "report.md").read_text()
+
+
+def test_a_reduce_cut_short_leaves_no_metrics_and_verify_says_so(copy, monkeypatch):
+    import segcore.runtime.reduce as reduce_module
+
+    (copy / "metrics.json").unlink()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the driver dies while the HTML report is written
+
+    monkeypatch.setattr(reduce_module, "write_html_report", killed)
+    with pytest.raises(KeyboardInterrupt):
+        reduce_output(Output.open(str(copy)))
+    assert (copy / "report.md").exists() and not (copy / "metrics.json").exists()  # metrics.json comes last
+    assert any("did not finish" in p.message for p in verify_output(str(copy)).errors)

@@ -51,6 +51,10 @@ def decode_rgb(data: bytes, where: str, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     except Image.DecompressionBombError as error:  # Pillow's own guard (2 x MAX_IMAGE_PIXELS) fires in open()
         raise ImageDecodeError("too_large", f"{where}: refused before decoding, above the limit of {max_pixels} "
                                             f"pixels ({error})") from error
+    except Exception as error:  # anything else one file can make Pillow raise (a text chunk over its limit
+        # raises ValueError) is that image's problem, never the shard's
+        raise ImageDecodeError("decode_error", f"{where}: cannot read the image header: "
+                                               f"{type(error).__name__}: {error}") from error
     width, height = image.size
     if width * height > max_pixels:
         raise ImageDecodeError(
@@ -62,8 +66,10 @@ def decode_rgb(data: bytes, where: str, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         if image.mode != "RGB":
             image = _to_rgb(image)
         return np.asarray(image)  # read-only, over Pillow's bytes: no further copy
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise ImageDecodeError("decode_error", f"{where}: cannot decode the {image.format} image: {error}") from error
+    except Exception as error:  # OSError, ValueError, SyntaxError, DecompressionBombError, or whatever else one
+        # malformed file makes a decoder raise: the image's row says so and the shard goes on
+        raise ImageDecodeError("decode_error", f"{where}: cannot decode the {image.format} image: "
+                                               f"{type(error).__name__}: {error}") from error
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -28,7 +28,9 @@ from segcore.io.storage import Folder, filesystem, join
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+# the formats Pillow reads (the first frame of an animation or a multi-page file), for folders and tars alike
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "jpe", "png", "webp", "gif", "bmp", "tif", "tiff", "avif", "jp2", "j2k", "ppm",
+                    "pgm", "pbm", "pnm", "tga")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 PARQUET_SUFFIXES = (".parquet",)
 SHARD_KINDS = ("tar", "folder", "parquet")
@@ -194,11 +196,22 @@ def _is_image_name(name: str) -> bool:
 
 
 def list_folder_images(uri: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
-    """All images under a folder, recursively (extensions ``IMAGE_EXTENSIONS``, any case), as sorted URIs."""
+    """All images under a folder, recursively (extensions ``IMAGE_EXTENSIONS``, any case), as sorted URIs.
+
+    Other files are skipped and said to be: one warning with their count per extension and the first names.
+    """
     fs, root = filesystem(uri, storage_options)
     root = root.rstrip("/")
     base = uri.rstrip("/")
-    names = sorted(path[len(root) + 1 :] for path in fs.find(root) if _is_image_name(path))
+    found = sorted(path[len(root) + 1 :] for path in fs.find(root))
+    names = [name for name in found if _is_image_name(name)]
+    skipped = [name for name in found if not _is_image_name(name)]
+    if skipped:
+        kinds = Counter("." + name.rsplit(".", 1)[-1].lower() if "." in name.rsplit("/", 1)[-1] else "(none)"
+                        for name in skipped)
+        logger.warning("%s: %d files skipped, not of an image format Pillow reads (%s): %s%s", base, len(skipped),
+                       ", ".join(f"{kind} x{count}" for kind, count in kinds.most_common()),
+                       ", ".join(skipped[:10]), " ..." if len(skipped) > 10 else "")
     return [join(base, name) for name in names]
 
 

@@ -55,6 +55,24 @@ class GroundTruth:
         return {key: truth for key, truth in found.items() if truth is not None}
 
 
+def check_unique_image_ids(document: Mapping, where: str) -> None:
+    """Refuses a COCO panoptic JSON listing one image id twice (in ``images`` or in ``annotations``): its images
+    would be scored twice, or against the wrong annotation.
+
+    Raises:
+        ValueError: the message names the id and the file.
+    """
+    for section in ("images", "annotations"):
+        field = "id" if section == "images" else "image_id"
+        seen: set = set()
+        for entry in document.get(section) or ():
+            image_id = entry.get(field) if isinstance(entry, Mapping) else None
+            if image_id is not None and image_id in seen:
+                raise ValueError(f"Expected each image once in the {section} of {where}, but image id {image_id!r} "
+                                 "is there twice")
+            seen.add(image_id)
+
+
 def default_folder(gt_json: str) -> str:
     """The PNG folder beside the JSON, named like it without ``.json`` (panopticapi's convention)."""
     return gt_json[: -len(".json")] if gt_json.endswith(".json") else gt_json
@@ -64,13 +82,14 @@ def load_ground_truth(gt_json: str, gt_dir: str | None = None, storage_options: 
     """Reads a COCO panoptic ground-truth JSON and indexes its annotations by image key.
 
     Raises:
-        ValueError: not a COCO panoptic JSON (no categories or annotations), or two annotations for one image;
-            the message names the file.
+        ValueError: not a COCO panoptic JSON (no categories or annotations), two annotations for one image, or
+            one image id twice; the message names the file.
         FileNotFoundError: the JSON does not exist.
     """
     document = storage.read_json(gt_json, storage_options)
     if not isinstance(document, dict) or "annotations" not in document or "categories" not in document:
         raise ValueError(f"Expected a COCO panoptic JSON with 'annotations' and 'categories' at {gt_json}")
+    check_unique_image_ids(document, gt_json)
     categories = categories_from_json(document)
     folder = storage.Folder(gt_dir or default_folder(gt_json), storage_options)
     images = {image["id"]: image for image in document.get("images", ()) if "id" in image}

@@ -176,9 +176,11 @@ def match_image_details(
             f"Image {image_id}: gt map is {gt_ids.shape[1]}x{gt_ids.shape[0]} but the prediction is "
             f"{pred_ids.shape[1]}x{pred_ids.shape[0]} (width x height)"
         )
+    _check_unique_gt_ids(image_id, gt_segments)
     gt = _segment_table(image_id, gt_segments, categories, "gt")
     pred = _segment_table(image_id, pred_segments, categories, "prediction")
     counts = _count_pairs(image_id, gt_ids, gt.keys, pred_ids, pred.keys)
+    _check_gt_present(image_id, gt, counts.sum(axis=1))
     pred_area = counts.sum(axis=0)
     _check_predictions_present(image_id, pred, pred_area)
     # VOID is gt id 0 when unlisted. (panopticapi also takes a listed id 0 off unions as VOID, which
@@ -301,6 +303,26 @@ def _segment_table(image_id: object, segments: Sequence[Mapping], categories: Ca
         if role == "gt":
             area[i] = _gt_area(image_id, segment_id, segment)
     return SegmentTable(keys, listed, category, crowd, area, [index[s] for s in by_id])
+
+
+def _check_unique_gt_ids(image_id: object, segments: Sequence[Mapping]) -> None:
+    """Malformed ground truth: one segment id listed twice (panopticapi silently keeps the last entry)."""
+    seen: set = set()
+    for segment in segments:
+        segment_id = segment.get("id") if isinstance(segment, Mapping) else None
+        if segment_id in seen:
+            raise PQInputError(f"Image {image_id}: gt segment id {segment_id} is listed twice in segments_info")
+        seen.add(segment_id)
+
+
+def _check_gt_present(image_id: object, gt: SegmentTable, gt_pixels: np.ndarray) -> None:
+    """Malformed ground truth: listed segments with no pixel in the gt PNG (panopticapi would count each as a
+    false negative of its JSON area)."""
+    absent = gt.keys[gt.listed & (gt_pixels == 0)]
+    if len(absent):
+        shown = ", ".join(str(int(k)) for k in absent[:10]) + (" ..." if len(absent) > 10 else "")
+        raise PQInputError(f"Image {image_id}: {len(absent)} gt segments of segments_info are not in the gt PNG "
+                           f"(ids {shown})")
 
 
 def _category_of(image_id: object, segment_id: int, segment: Mapping, categories: Categories, role: str) -> int:

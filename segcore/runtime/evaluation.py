@@ -8,6 +8,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from segcore.categories import Categories, categories_from_json
 from segcore.io import storage
+from segcore.io.truth import check_unique_image_ids
 from segcore.metrics import pq
 from segcore.panoptic import PNGError, decode_id_map
 
@@ -70,6 +71,7 @@ def pair_annotations(gt_document: Mapping, pred_document: Mapping) -> list[Image
     for name, document in (("ground truth", gt_document), ("predictions", pred_document)):
         if "annotations" not in document:
             raise ValueError(f"Expected the {name} JSON to hold an 'annotations' list, but it has none")
+    check_unique_image_ids(gt_document, "the ground truth JSON")
     predictions = {a["image_id"]: a for a in pred_document["annotations"]}
     sizes = {i["id"]: (i["height"], i["width"]) for i in gt_document.get("images", ()) if "height" in i and "width" in i}
     pairs = []

@@ -200,11 +200,26 @@ def plan(config: LabelJobConfig) -> Plan:
 
 
 def _report_coverage(truth: GroundTruth, shards: list[ShardSpec]) -> None:
-    """Warns about ground-truth images that a folder input does not hold (their PQ would be missing)."""
+    """Warns about ground-truth images that a folder input does not hold (their PQ would be missing), and refuses
+    ground-truth images that several input images match (one image would be scored several times).
+
+    Raises:
+        ValueError: ambiguous matches; the message lists examples.
+    """
     if not shards or any(s.kind != "folder" for s in shards):
-        return  # tar and Parquet members are known only when read
+        return  # tar and Parquet members are known only when read (the worker refuses a second match per shard)
     keys = [posixpath.splitext(m.removeprefix(s.uri.rstrip("/") + "/"))[0] for s in shards for m in s.members]
-    covered = {ref.rank for ref in truth.for_keys(keys).values()}
+    matched = truth.for_keys(keys)
+    claims: dict[int, list[str]] = {}
+    for key, ref in matched.items():
+        claims.setdefault(ref.rank, []).append(key)
+    ambiguous = [sorted(claimants) for claimants in claims.values() if len(claimants) > 1]
+    if ambiguous:
+        examples = "; ".join(", ".join(group) for group in ambiguous[:3])
+        raise ValueError(f"Expected each ground-truth image of {truth.uri} to match one input image, but "
+                         f"{len(ambiguous)} match several (by file name without folders), e.g. {examples}; "
+                         "give the ground truth file names with their folders, or label the folders separately")
+    covered = {ref.rank for ref in matched.values()}
     missing = [key for key, ref in truth.by_key.items() if ref.rank not in covered]
     if missing:
         logger.warning("%d of %d ground-truth images are not in the input (e.g. %s); PQ leaves them out",

@@ -253,6 +253,7 @@ class ShardWorker:
         """The reader thread: streams the shard, submits each sample's decode, and queues the futures in order;
         then the end marker, or the exception that stopped the stream. Ends without either once ``stop`` is set."""
         seconds = 0.0
+        claims: dict[int, str] = {}  # ground-truth rank -> the first sample (in shard order) it matched
         try:
             started = time.perf_counter()
             for position, sample in enumerate(read_shard(spec, self.config.storage_options)):
@@ -260,7 +261,8 @@ class ShardWorker:
                 if stop.is_set():
                     return
                 rank = shard_index * RANK_STRIDE + position
-                future = self.decode_pool.submit(self._decode, sample, rank, truth, threads)
+                claimed_by = _claim(claims, truth, sample.key)
+                future = self.decode_pool.submit(self._decode, sample, rank, truth, threads, claimed_by)
                 if not _offer(window, future, stop):
                     future.cancel()
                     return
@@ -273,9 +275,10 @@ class ShardWorker:
             timings["read"] = timings.get("read", 0.0) + seconds
 
     def _decode(self, sample: Sample, rank: int, truth: GroundTruth | None,
-                threads: ThreadSeconds | None = None) -> Decoded:
+                threads: ThreadSeconds | None = None, claimed_by: str | None = None) -> Decoded:
         """Decodes one sample and its ground truth; failures become a status and reason. Its seconds are added to
-        ``threads``' ``decode`` stage."""
+        ``threads``' ``decode`` stage. ``claimed_by``: an earlier sample of the shard matched the same
+        ground-truth image (the match is ambiguous: this one is not scored)."""
         if sample.error is not None:
             return Decoded(sample, status="bad_member", error=sample.error)
         started = time.perf_counter()
@@ -285,7 +288,14 @@ class ShardWorker:
             has_truth = truth.lookup(sample.key) is not None if truth else sample.panoptic_png is not None
             missed = Truth(rank, sample.key, error="the image could not be labelled") if has_truth else None
             return Decoded(sample, status=error.status, error=str(error), truth=missed)
-        decoded = Decoded(sample, image, truth=self._truth(sample, rank, truth))
+        if claimed_by is not None:
+            ref = truth.lookup(sample.key)
+            ambiguous = Truth(rank, sample.key, error=(
+                f"{sample.source}: its ground truth {ref.png_uri} (image {ref.image_id}) is matched by sample "
+                f"{claimed_by!r} of this shard too: an ambiguous match, scored once only"))
+            decoded = Decoded(sample, image, truth=ambiguous)
+        else:
+            decoded = Decoded(sample, image, truth=self._truth(sample, rank, truth))
         if threads is not None:  # thread seconds: decoding overlaps the model, so this can exceed the wait
             threads.add("decode", time.perf_counter() - started)
         return decoded
@@ -423,6 +433,16 @@ def _abandon(futures: list[Future]) -> None:
     for future in futures:
         future.cancel()
     wait(futures)
+
+
+def _claim(claims: dict[int, str], truth: GroundTruth | None, key: str) -> str | None:
+    """Records the first sample matching each ground-truth image; returns that sample's key when ``key`` is a
+    later one (None when ``key`` is first or has no ground truth)."""
+    ref = truth.lookup(key) if truth is not None else None
+    if ref is None:
+        return None
+    first = claims.setdefault(ref.rank, key)
+    return first if first != key else None
 
 
 def read_truth(ref: TruthRef, storage_options: Mapping | None = None) -> Truth:

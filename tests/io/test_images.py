@@ -84,3 +84,22 @@ def test_the_pixel_limit_is_configurable():
     data = encoded(Image.fromarray(RGB), "PNG")
     with pytest.raises(ImageDecodeError, match="240 pixels exceeds the limit of 100"):
         decode_rgb(data, "small.png", max_pixels=100)
+
+
+def png_with_chunk(kind: bytes, payload: bytes) -> bytes:
+    """A small valid PNG with one extra chunk inserted before IDAT."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(buffer, "PNG")
+    data = buffer.getvalue()
+    chunk = struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    idat = data.index(b"IDAT") - 4
+    return data[:idat] + chunk + data[idat:]
+
+
+@pytest.mark.parametrize("kind", [b"zTXt", b"iCCP"])
+def test_a_text_or_icc_chunk_over_pillows_limit_is_this_images_decode_error(kind):
+    # 2 MB of zeros compress to a few KB: Pillow refuses to inflate past MAX_TEXT_CHUNK with a ValueError
+    payload = b"comment\0\0" + zlib.compress(b"\0" * 2_000_000)
+    with pytest.raises(ImageDecodeError, match="shard.tar#big.png") as error:
+        decode_rgb(png_with_chunk(kind, payload), "shard.tar#big.png")
+    assert error.value.status == "decode_error"

@@ -292,3 +292,43 @@ def test_unknown_kind_is_rejected():
 
 def test_sample_defaults():
     assert Sample("k", "s") == Sample("k", "s", None, None, None)
+
+
+FORMATS = {"gif": "GIF", "tif": "TIFF", "bmp": "BMP", "avif": "AVIF", "webp": "WEBP", "jpg": "JPEG", "ppm": "PPM"}
+
+
+def encoded(fmt: str, value: int) -> bytes:
+    buffer = io.BytesIO()
+    frames = [Image.new("RGB", (8, 6), (value, 10, 20)), Image.new("RGB", (8, 6), (0, 0, 0))]
+    if fmt == "GIF":  # an animation: its first frame is the image
+        frames[0].save(buffer, format=fmt, save_all=True, append_images=frames[1:])
+    else:
+        frames[0].save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_a_folder_and_a_tar_read_the_same_formats_and_skipped_files_are_named(tmp_path, caplog):
+    from segcore.io.images import decode_rgb
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for extension, fmt in FORMATS.items():
+        (folder / f"a-{extension}.{extension.upper() if extension == 'tif' else extension}").write_bytes(
+            encoded(fmt, 200))
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "README").write_text("no extension")
+    with caplog.at_level("WARNING", logger="segcore.io.shards"):
+        (spec,) = list_shards(str(folder), shard_size=100)
+    assert len(spec.members) == len(FORMATS)
+    assert "2 files skipped" in caplog.text and ".txt x1" in caplog.text and "README" in caplog.text
+    from_folder = {sample.key: decode_rgb(sample.image_bytes, sample.source) for sample in read_shard(spec)}
+    with tarfile.open(tmp_path / "same.tar", "w") as archive:
+        for path in sorted(folder.iterdir()):
+            archive.add(path, arcname=path.name.replace("-", "_"))
+    (tar_spec,) = list_shards(str(tmp_path / "same.tar"))
+    from_tar = {sample.key: decode_rgb(sample.image_bytes, sample.source) for sample in read_shard(tar_spec)
+                if sample.image_bytes is not None}
+    assert len(from_folder) == len(from_tar) == len(FORMATS)
+    for image in [*from_folder.values(), *from_tar.values()]:
+        assert image.shape == (6, 8, 3)
+    assert all(tuple(image[0, 0]) != (0, 0, 0) for image in from_folder.values())  # the GIF's first frame

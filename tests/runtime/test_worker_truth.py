@@ -40,6 +40,9 @@ def dataset(tmp_path) -> tuple[Path, Path]:
         "wrong_size": {"height": base_image["height"] + 1},
         "unlisted_id": {"segments_info": base["segments_info"][1:]},
         "png_of_other_size": {},
+        "listed_absent": {"segments_info": [*base["segments_info"], *({**base["segments_info"][0], "id": 10**6 + i}
+                                                                      for i in range(3))]},
+        "duplicate_id": {"segments_info": [*base["segments_info"], base["segments_info"][0]]},
     }
     for offset, (name, change) in enumerate(faults.items(), start=1):
         shutil.copy(SAMPLE / "input_images" / f"{GOOD}.jpg", images / f"{name}.jpg")
@@ -73,7 +76,7 @@ def test_broken_ground_truth_becomes_rows_that_name_the_image_and_the_shard_is_c
     output = Output.open(str(out))
     assert committed_shards(output) == {spec.shard_id}
     rows = {r["image_id"]: r for r in pq.read_table(output.data_path(spec.shard_id)).to_pylist()}
-    assert len(rows) == 7 and summary["errors"] == 5
+    assert len(rows) == 9 and summary["errors"] == 7
     assert rows[GOOD]["status"] == rows[OTHER]["status"] == "ok"
     reasons = {
         "missing_png": "missing_png.png of image 142239 does not exist",
@@ -81,6 +84,8 @@ def test_broken_ground_truth_becomes_rows_that_name_the_image_and_the_shard_is_c
         "wrong_size": "the images list says 640x428",
         "unlisted_id": "is in the gt PNG but not in its segments_info",
         "png_of_other_size": "gt map is 640x360 but the prediction is 640x427",
+        "listed_absent": "3 gt segments of segments_info are not in the gt PNG (ids 1000000, 1000001, 1000002)",
+        "duplicate_id": "is listed twice in segments_info",
     }
     for name, reason in reasons.items():
         row = rows[name]
@@ -90,7 +95,7 @@ def test_broken_ground_truth_becomes_rows_that_name_the_image_and_the_shard_is_c
     assert sorted(e["image_id"] for e in errors) == sorted(reasons)
     assert json.loads(Path(output.partials_path(spec.shard_id)).read_text())["images"] == 2
     stats = json.loads(Path(output.stats_path(spec.shard_id)).read_text())
-    assert stats["truth_unevaluated"] == 5 and stats["stats"]["statuses"] == {"ok": 2, BAD_GROUND_TRUTH: 5}
+    assert stats["truth_unevaluated"] == 7 and stats["stats"]["statuses"] == {"ok": 2, BAD_GROUND_TRUTH: 7}
 
 
 def test_ground_truth_is_found_by_file_name_and_ranked_by_json_order(dataset):
@@ -155,3 +160,58 @@ def test_tar_samples_find_their_ground_truth_by_key_and_rank_in_json_order(tmp_p
     assert set(ranks_by_image) <= {0, 1, 2, 3} and len(ranks_by_image) >= 3  # the JSON's ranks, not the shard's
     for rank, gt_ids in ranks_by_image.items():  # each rank's matched gt ids belong to that JSON annotation
         assert gt_ids <= {segment["id"] for segment in document["annotations"][rank]["segments_info"]}
+
+
+@pytest.mark.parametrize("section", ["images", "annotations"])
+def test_one_image_id_twice_in_the_ground_truth_is_refused_at_start_naming_it(dataset, section):
+    from segcore.runtime.evaluation import pair_annotations
+
+    _, gt_json = dataset
+    document = json.loads(gt_json.read_text())
+    twin = dict(document[section][1])
+    twin["id" if section == "images" else "image_id"] = document[section][0]["id" if section == "images"
+                                                                              else "image_id"]
+    document[section].append(twin)
+    gt_json.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match=r"image id 142238 is there twice"):
+        load_ground_truth(str(gt_json))
+    with pytest.raises(ValueError, match=r"image id 142238 is there twice"):
+        pair_annotations(document, document)
+
+
+def test_one_ground_truth_image_matched_by_several_samples_is_scored_once(tmp_path):
+    import tarfile
+
+    image = (SAMPLE / "input_images" / f"{GOOD}.jpg").read_bytes()
+    with tarfile.open(tmp_path / "dups.tar", "w") as archive:
+        for name in (f"x/{GOOD}.jpg", f"{GOOD}.jpg", f"y/{GOOD}.jpg"):
+            info = tarfile.TarInfo(name)
+            info.size = len(image)
+            archive.addfile(info, __import__("io").BytesIO(image))
+    truth = load_ground_truth(str(SAMPLE / "panoptic_examples.json"), str(SAMPLE / "panoptic_examples"))
+    (spec,) = list_shards(str(tmp_path / "dups.tar"))
+    out = tmp_path / "labels"
+    worker = ShardWorker(WorkerConfig(output=str(out), model="demo", model_options=ModelOptions(device="cpu"),
+                                      batch_size=4, decode_threads=3, encode_threads=1, categories=truth.categories))
+    try:
+        worker.label_shard(spec, 0, truth)
+    finally:
+        worker.close()
+    rows = {r["image_id"]: r for r in pq.read_table(Output.open(str(out)).data_path(spec.shard_id)).to_pylist()}
+    assert rows[f"x/{GOOD}"]["status"] == "ok"  # the first in shard order is scored
+    for key in (GOOD, f"y/{GOOD}"):
+        assert rows[key]["status"] == BAD_GROUND_TRUTH and f"matched by sample 'x/{GOOD}'" in rows[key]["error"]
+    assert json.loads((out / "pq" / f"{spec.shard_id}.json").read_text())["images"] == 1
+
+
+def test_a_folder_whose_images_match_one_ground_truth_image_several_times_is_refused_at_start(tmp_path):
+    from segcore.runtime.labeling import LabelJobConfig, plan
+
+    for folder in ("a", "b"):
+        (tmp_path / "images" / folder).mkdir(parents=True)
+        shutil.copy(SAMPLE / "input_images" / f"{GOOD}.jpg", tmp_path / "images" / folder / f"{GOOD}.jpg")
+    config = LabelJobConfig(input=str(tmp_path / "images"), output=str(tmp_path / "labels"), model="demo",
+                            gt=str(SAMPLE / "panoptic_examples.json"))
+    with pytest.raises(ValueError, match=f"a/{GOOD}, b/{GOOD}"):
+        plan(config)
+    assert not (tmp_path / "labels").exists()  # refused before anything is written

@@ -16,9 +16,10 @@ then once more under ``tracemalloc`` for the peak of Python allocations:
 - ``plan (new)``: ``segcore.runtime.labeling.plan`` on a fresh local output: validation, the demo model's label map,
   listing, the manifest (which lists every shard), the output lock, the create-only manifest write, the marker
   scan; the lock is released afterwards;
-- ``plan (resume)``: ``plan`` again on that output after a marker was written for every shard (``_done/<id>``,
-  empty files): the manifest is read back and compared, all N markers are listed, nothing is pending;
-- ``committed_shards``: ``segcore.io.commit.committed_shards`` alone on that output (N markers).
+- ``plan (resume)``: ``plan`` again on that output after every shard was made to look committed (a one-byte
+  ``shards/<id>.parquet`` and a marker ``_done/<id>`` naming it): the manifest is read back and compared, both
+  folders are listed and all N markers read and checked, nothing is pending;
+- ``committed_shards``: ``segcore.io.commit.committed_shards`` alone on that output (two listings, no reads).
 
 RSS: the process's resident set after each step and its peak (``ru_maxrss``); counts run in ascending order, so a
 growth of the peak belongs to the larger count.
@@ -75,11 +76,16 @@ def input_uri(root: Path, kind: str, count: int) -> str:
 
 
 def mark_all(output: str, shard_ids: list[str]) -> None:
-    """An empty marker per shard, as if every shard had been committed (markers are what resume reads)."""
-    folder = Path(output) / "_done"
-    folder.mkdir(parents=True, exist_ok=True)
+    """A committed-looking shard per id, as if every shard had been committed: a one-byte data file
+    ``shards/<id>.parquet`` and a marker ``_done/<id>`` naming it (shard id, rows, data size), which is what a
+    resume lists and reads."""
+    data_folder, marker_folder = Path(output) / "shards", Path(output) / "_done"
+    data_folder.mkdir(parents=True, exist_ok=True)
+    marker_folder.mkdir(parents=True, exist_ok=True)
     for shard_id in shard_ids:
-        os.close(os.open(folder / shard_id, os.O_CREAT | os.O_WRONLY, 0o644))
+        (data_folder / f"{shard_id}.parquet").write_bytes(b"\0")
+        marker = {"shard_id": shard_id, "rows": 0, "data_bytes": 1}
+        (marker_folder / shard_id).write_text(json.dumps(marker, sort_keys=True))
 
 
 def run_steps(uri: str, output: str, count: int) -> dict[str, float]:

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from segcore.io.storage import Folder, filesystem, join
+from segcore.io.storage import Folder, filesystem, join, redact_uri
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +122,9 @@ def _brace_options(body: str) -> list[str]:
 
 
 def _has_magic(uri: str) -> bool:
+    """Glob characters in a URI; in an http(s) URL ``?`` starts the query, and only the path is looked at."""
+    if uri.lower().startswith(("http://", "https://")):
+        return any(char in uri.split("?", 1)[0] for char in "*[")
     return any(char in uri for char in "*?[")
 
 
@@ -158,7 +161,7 @@ def expand_input(uri: str, storage_options: Mapping[str, Any] | None = None) -> 
     for pattern in expand_braces(uri):
         found.update(_glob(pattern, storage_options) if _has_magic(pattern) else [pattern])
     if not found:
-        raise ValueError(f"Expected `{uri}` to match at least one file, but it matched none")
+        raise ValueError(f"Expected `{redact_uri(uri)}` to match at least one file, but it matched none")
     return sorted(found)
 
 
@@ -209,7 +212,8 @@ def list_folder_images(uri: str, storage_options: Mapping[str, Any] | None = Non
     if skipped:
         kinds = Counter("." + name.rsplit(".", 1)[-1].lower() if "." in name.rsplit("/", 1)[-1] else "(none)"
                         for name in skipped)
-        logger.warning("%s: %d files skipped, not of an image format Pillow reads (%s): %s%s", base, len(skipped),
+        logger.warning("%s: %d files skipped, not of an image format Pillow reads (%s): %s%s", redact_uri(base),
+                       len(skipped),
                        ", ".join(f"{kind} x{count}" for kind, count in kinds.most_common()),
                        ", ".join(skipped[:10]), " ..." if len(skipped) > 10 else "")
     return [join(base, name) for name in names]
@@ -234,7 +238,7 @@ def _shards_of(uri: str, shard_size: int, storage_options: Mapping[str, Any] | N
     if fs.isdir(path):
         return _folder_shards(uri, shard_size, storage_options)
     raise ValueError(
-        f"Expected `{uri}` to be a file ending in {', '.join(TAR_SUFFIXES + PARQUET_SUFFIXES)} "
+        f"Expected `{redact_uri(uri)}` to be a file ending in {', '.join(TAR_SUFFIXES + PARQUET_SUFFIXES)} "
         "or a folder of images, but it is neither"
     )
 
@@ -311,7 +315,8 @@ def read_shard(spec: ShardSpec, storage_options: Mapping[str, Any] | None = None
     """
     readers = {"tar": _read_tar, "folder": _read_folder, "parquet": _read_parquet}
     if spec.kind not in readers:
-        raise ValueError(f"Expected `spec.kind` to be one of {SHARD_KINDS}, but got {spec.kind!r} ({spec.uri})")
+        raise ValueError(f"Expected `spec.kind` to be one of {SHARD_KINDS}, but got {spec.kind!r} "
+                         f"({redact_uri(spec.uri)})")
     return readers[spec.kind](spec, storage_options)
 
 
@@ -324,7 +329,7 @@ def _read_folder(spec: ShardSpec, storage_options: Mapping[str, Any] | None) -> 
     root = spec.uri.rstrip("/") + "/"
     for member in spec.members:
         name = member.removeprefix(root)
-        key, source = posixpath.splitext(name)[0], f"{spec.uri}#{name}"
+        key, source = posixpath.splitext(name)[0], f"{redact_uri(spec.uri)}#{name}"
         try:
             yield Sample(key, source, image_bytes=folder.read_bytes(name))
         except FileNotFoundError as error:
@@ -391,9 +396,9 @@ def _read_parquet(spec: ShardSpec, storage_options: Mapping[str, Any] | None) ->
     fs, path = filesystem(spec.uri, storage_options)
     with fs.open(path, "rb") as file:
         try:
-            yield from _parquet_samples(pq.ParquetFile(file), spec.uri)
+            yield from _parquet_samples(pq.ParquetFile(file), redact_uri(spec.uri))
         except pa.ArrowInvalid as error:
-            raise ShardError(f"{spec.uri} is not a readable Parquet file: {error}") from error
+            raise ShardError(f"{redact_uri(spec.uri)} is not a readable Parquet file: {error}") from error
 
 
 # ---- tar (WebDataset)
@@ -529,6 +534,6 @@ def _read_tar(spec: ShardSpec, storage_options: Mapping[str, Any] | None) -> Ite
     fs, path = filesystem(spec.uri, storage_options)
     with fs.open(path, "rb") as stream:
         try:
-            yield from _tar_samples(stream, spec.uri)
+            yield from _tar_samples(stream, redact_uri(spec.uri))
         except (tarfile.TarError, EOFError, zlib.error) as error:
-            raise ShardError(f"{spec.uri} is not a readable tar: {error}") from error
+            raise ShardError(f"{redact_uri(spec.uri)} is not a readable tar: {error}") from error

@@ -15,6 +15,28 @@ def filesystem(uri: str, storage_options: Mapping[str, Any] | None = None) -> tu
     return url_to_fs(uri, **dict(storage_options or {}))
 
 
+REDACTED = "REDACTED"
+USERINFO_SCHEMES = ("http", "https", "ftp", "sftp", "ssh", "smb", "webdav")  # user:password@ there is a secret
+
+
+def redact_uri(uri: str) -> str:
+    """A URI safe to log and write: its query string (presigned URLs' signatures, Azure SAS tokens) becomes
+    ``?REDACTED`` and, for http(s), ftp, sftp, ssh, smb and webdav, user and password are dropped. The real URI
+    stays in memory for the reads only. Chained URLs (``tar://m::https://...``) are redacted link by link."""
+    if "::" in uri:
+        return "::".join(redact_uri(part) for part in uri.split("::"))
+    if "://" not in uri:
+        return uri
+    scheme, rest = uri.split("://", 1)
+    if "?" in rest:
+        rest = rest.split("?", 1)[0] + "?" + REDACTED
+    if scheme.lower() in USERINFO_SCHEMES:
+        authority, slash, path = rest.partition("/")
+        if "@" in authority:
+            rest = authority.rsplit("@", 1)[1] + slash + path
+    return f"{scheme}://{rest}"
+
+
 def join(uri: str, *names: str) -> str:
     """Joins path components onto a URI or local path with '/'."""
     return posixpath.join(uri.rstrip("/"), *names) if "://" in uri else posixpath.join(uri, *names)

@@ -2,11 +2,14 @@
 
 The rules are the original repositories' evaluation paths (facts, re-implemented on the device):
 
-| family | resize to | normalise | pad |
-|---|---|---|---|
-| DETR (facebookresearch/detr, ``T.RandomResize([800], max_size=1333)``) | short side 800 unless the long side would pass 1333 (short side then rounded, long side truncated from it) | ``(x / 255 - mean) / std`` | after normalising, with 0, to the batch's largest image, and a pixel mask |
-| MaskFormer, Mask2Former, OneFormer (detectron2 ``ResizeShortestEdge(800, 1333)``) | both sides scaled by one factor, each rounded with ``int(x + 0.5)`` | ``(x - 255 mean) / (255 std)`` | after normalising, with 0, to a multiple of 32 (never stretched) |
-| EoMT, EoMT-DINOv3 (tue-mps/eomt, ``resize_and_pad_imgs_instance_panoptic``) | the long side to the square's side (Python ``round``) | ``(x / 255 - mean) / std`` | **before** normalising: the uint8 image with black to the square |
+- DETR (facebookresearch/detr, ``T.RandomResize([800], max_size=1333)``): short side 800 unless the long side
+  would pass 1333 (the short side is then rounded, the long side truncated from it); ``(x / 255 - mean) / std``;
+  padded after normalising, with 0, to the batch's largest image, with a pixel mask.
+- MaskFormer, Mask2Former, OneFormer (detectron2 ``ResizeShortestEdge(800, 1333)``): both sides scaled by one
+  factor, each rounded with ``int(x + 0.5)``; ``(x - 255 mean) / (255 std)``; padded after normalising, with 0,
+  to a multiple of 32 (never stretched).
+- EoMT, EoMT-DINOv3 (tue-mps/eomt, ``resize_and_pad_imgs_instance_panoptic``): the long side to the square's side
+  (Python ``round``); the uint8 image padded with black to the square **before** ``(x / 255 - mean) / std``.
 
 Every reference resizes the uint8 image with Pillow's bilinear filter, which :mod:`segcore.models.resize`
 reproduces bit for bit, so the tensor fed to the model equals the reference's exactly.

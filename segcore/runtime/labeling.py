@@ -17,6 +17,7 @@ from segcore.io.commit import Output, claim_output, committed_shards
 from segcore.io.images import DEFAULT_MAX_PIXELS
 from segcore.io.lock import JobLock, acquire
 from segcore.io.shards import ShardSpec, list_shards
+from segcore.io.storage import redact_uri
 from segcore.io.truth import GroundTruth, load_ground_truth
 from segcore.models.registry import ModelOptions, check_spec, model_categories, model_label_map
 from segcore.runtime.worker import WorkerConfig
@@ -126,15 +127,16 @@ def manifest_of(config: LabelJobConfig, shards: list[ShardSpec], categories: Cat
     options.pop("storage_options")
     options = json.loads(json.dumps(options))  # as a rerun reads it back (tuples become lists)
     return {
-        "input": config.input,
+        "input": redact_uri(config.input),
         "model": config.model,
         "model_options": options,
         "label_map": label_map,
-        "ground_truth": {"json": config.gt, "dir": config.gt_dir} if config.gt else None,
+        "ground_truth": {"json": redact_uri(config.gt), "dir": config.gt_dir and redact_uri(config.gt_dir)}
+        if config.gt else None,
         "max_pixels": config.max_pixels,
         "shard_size": config.shard_size,
         "categories": categories.to_coco(),
-        "shards": [{"shard_id": s.shard_id, "kind": s.kind, "uri": s.uri, "images": len(s.members) or None}
+        "shards": [{"shard_id": s.shard_id, "kind": s.kind, "uri": redact_uri(s.uri), "images": len(s.members) or None}
                    for s in shards],
         "code_version": code_version(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -216,7 +218,7 @@ def _report_coverage(truth: GroundTruth, shards: list[ShardSpec]) -> None:
     ambiguous = [sorted(claimants) for claimants in claims.values() if len(claimants) > 1]
     if ambiguous:
         examples = "; ".join(", ".join(group) for group in ambiguous[:3])
-        raise ValueError(f"Expected each ground-truth image of {truth.uri} to match one input image, but "
+        raise ValueError(f"Expected each ground-truth image of {redact_uri(truth.uri)} to match one input image, but "
                          f"{len(ambiguous)} match several (by file name without folders), e.g. {examples}; "
                          "give the ground truth file names with their folders, or label the folders separately")
     covered = {ref.rank for ref in matched.values()}

@@ -14,6 +14,7 @@ import sys
 from segcore.categories import DATASETS
 from segcore.io.commit import ManifestMismatch
 from segcore.io.lock import JobLocked, LockLost
+from segcore.runtime.truth_use import DuplicateTruth
 from segcore.models.registry import ModelOptions, describe_specs
 from segcore.runtime.labeling import LabelJobConfig, summary_lines
 
@@ -43,7 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cpus-per-actor", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--shard-size", type=int, default=1000)
-    parser.add_argument("--max-retries", type=int, default=2)
+    parser.add_argument("--max-retries", type=int, default=2,
+                        help="runs after the first of a shard whose failure may not recur (an actor died, a transient storage fault, out of memory); other failures are reported at once (default: 2)")
     parser.add_argument("--max-shards", type=int, default=None)
     parser.add_argument("--storage-options", default="{}", help="fsspec options as JSON (credentials, endpoint)")
     parser.add_argument("--dry-run", action="store_true")
@@ -95,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from(args)
         result = run_label_job(config, reduce=True)
+    except DuplicateTruth as error:  # after the labelling: the labels are committed, the metrics are refused
+        print(f"error: {error} (the labels are committed; no metrics were written)", file=sys.stderr)
+        return 1
     except (ValueError, ManifestMismatch, FileNotFoundError, JobLocked) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

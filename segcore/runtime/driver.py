@@ -12,13 +12,15 @@ from segcore.runtime.evaluation import EvaluationConfig, ImagePair, chunk, evalu
 
 log = logging.getLogger(__name__)
 CHUNKS_PER_WORKER = 4  # several chunks per worker so a slow chunk does not hold up the end
+_REAPER = None  # the watcher of an embedded Ray instance (see init_ray)
 
 
 def init_ray(num_cpus: int | None = None) -> None:
     """Joins a running cluster (RAY_ADDRESS or `ray start`) or starts an embedded local Ray with ``num_cpus``.
 
     Token authentication is left as configured; when RAY_AUTH_MODE is unset it is disabled for the
-    embedded instance, which listens on localhost only.
+    embedded instance, which listens on localhost only. An embedded instance is watched by
+    :mod:`segcore.runtime.reaper`, so none of its processes outlives this one, even when this one is SIGKILLed.
     """
     import ray
 
@@ -29,8 +31,13 @@ def init_ray(num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
+        from segcore.runtime import reaper
+
+        before = reaper.child_pids()
         # "local": a new instance, even when a `ray start` cluster runs on this machine (RAY_ADDRESS joins one)
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        global _REAPER  # kept for the life of the process: its pipe closing is what tells the watcher to act
+        _REAPER = reaper.start(sorted(reaper.child_pids() - before))
 
 
 def evaluate_on_ray(pairs: Sequence[ImagePair], config: EvaluationConfig, categories: Categories) -> pq.PQPartial:
@@ -140,21 +147,39 @@ def _label(config, job) -> dict:
         if finished is None:  # an actor came back from a restart or was given up, or a retry is due
             continue
         job.lock.check()  # another job took the output over: stop before counting or dispatching more
-        spec, summary, error = finished
+        spec, summary, error, retryable = finished
         if error is None:
             _count(result, summary, time.perf_counter() - started)
         else:
             attempts[spec.shard_id] += 1
-            if attempts[spec.shard_id] <= config.max_retries:
+            if retryable and attempts[spec.shard_id] <= config.max_retries:
                 delay = backoff.delay(attempts[spec.shard_id])
                 log.warning("shard %s failed (%s); retry %d in %.1f s", spec.shard_id, error,
                             attempts[spec.shard_id], delay)
                 heapq.heappush(waiting, (time.monotonic() + delay, index_of[spec.shard_id], spec))
             else:
                 result["failed"][spec.shard_id] = error
+                log.error("shard %s failed%s: %s", spec.shard_id,
+                          "" if retryable else " (not retried: the same input would fail the same way)", error)
         _log_progress(result, len(job.pending), started)
     result["seconds"] = time.perf_counter() - started
     return result
+
+
+def worth_retrying(error: BaseException) -> bool:
+    """Whether a shard that raised ``error`` may succeed when run again.
+
+    Yes for faults of the moment: storage errors judged transient (:func:`segcore.io.retry.is_transient`, network
+    faults, 5xx, throttling), storage retries that ran out (``RetriesExhausted``), and memory pressure (the host's
+    ``MemoryError``, a device's ``OutOfMemoryError``), which another actor or a later moment may not have. No for
+    everything else: a shard that is not a tar, a missing file, a full disk, a refused permission, a bug. Those
+    recur on every try, so the shard is reported at once with its cause. (An actor that died is retried too.)
+    """
+    from segcore.io.retry import RetriesExhausted, is_transient
+
+    if isinstance(error, (RetriesExhausted, MemoryError)) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    return is_transient(error)
 
 
 def reduce_job(config) -> dict:
@@ -235,8 +260,8 @@ class _ActorPool:
         """Waits for one shard or restarted actor, at most ``timeout`` seconds (None: as long as it takes).
 
         Returns:
-            ``(spec, summary, None)``, ``(spec, None, error text)``, or None when an actor came back from a restart
-            (it is idle again) or was given up, or the timeout passed.
+            ``(spec, summary, None, False)``, ``(spec, None, error text, whether a retry may succeed)``, or None
+            when an actor came back from a restart (it is idle again) or was given up, or the timeout passed.
         """
         import time
 
@@ -254,13 +279,13 @@ class _ActorPool:
             summary = ray.get(ref)
         except ray.exceptions.RayActorError as error:  # the actor died: Ray restarts it (max_restarts=-1)
             self._probe(actor, time.monotonic())
-            return spec, None, f"actor died: {type(error).__name__}"
+            return spec, None, f"actor died: {type(error).__name__}", True
         except ray.exceptions.RayTaskError as error:
             self.idle.append(actor)
             cause = error.cause if getattr(error, "cause", None) is not None else error
-            return spec, None, f"{type(cause).__name__}: {cause}"
+            return spec, None, f"{type(cause).__name__}: {cause}", worth_retrying(cause)
         self.idle.append(actor)
-        return spec, summary, None
+        return spec, summary, None, False
 
     def _probe(self, actor, died: float) -> None:
         """Asks a restarting actor whether it is up; its task retries wait through the restart."""

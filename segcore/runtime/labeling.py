@@ -42,7 +42,9 @@ class LabelJobConfig:
         cpus_per_actor: CPUs each actor reserves (small, so readers are not starved).
         batch_size, decode_threads, encode_threads, max_pixels: see WorkerConfig.
         shard_size: images per shard when the input is a folder.
-        max_retries: attempts after the first for a shard whose actor died or whose read failed.
+        max_retries: attempts after the first for a shard whose failure may not recur: its actor died, storage
+            failed transiently, memory ran out (``segcore.runtime.driver.worth_retrying``); any other failure is
+            reported at once.
         max_shards: label only the first N pending shards (for trying things out).
         dry_run: plan and report, label nothing.
         overwrite: start over: the output's markers are removed and every shard is redone (also for the same job).

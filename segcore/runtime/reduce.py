@@ -20,6 +20,7 @@ from segcore.metrics.semantic import Confusion, format_scores, semantic_scores
 from segcore.metrics.stats import LabelStats, format_summary, summary
 from segcore.report import write_html_report
 from segcore.runtime.evaluation import format_table, results_document
+from segcore.runtime.truth_use import TruthUse
 
 logger = logging.getLogger(__name__)
 PER_IMAGE_KEPT = 20  # worst and best images by PQ listed in metrics.json
@@ -37,6 +38,7 @@ class Merged:
     extras: PQExtras | None = None  # per-image records trimmed to the worst and best PER_IMAGE_KEPT
     instances: InstancePartial | None = None
     without_views: int = 0  # shards with a PQ partial whose statistics predate the extras and instance views
+    truth_use: TruthUse = field(default_factory=TruthUse)  # which sample scored each --gt image
 
 
 def merged_partials(output: Output) -> Merged:
@@ -59,6 +61,7 @@ def merged_partials(output: Output) -> Merged:
             if "pq_extras" not in document and marker.get("partials"):
                 merged.without_views += 1
             if document.get("pq_extras") is not None:
+                merged.truth_use.add(shard_id, document["pq_extras"]["images"])
                 merged.extras = _merge_extras(merged.extras, PQExtras.from_json(document["pq_extras"]))
             if document.get("instances") is not None:
                 merged.instances = merged.instances or InstancePartial()
@@ -97,9 +100,14 @@ def reduce_output(output: Output, storage_options: Mapping | None = None) -> dic
     ``"pq_by_size"`` (small / medium / large, each with All / Things / Stuff), ``"per_image"`` (the worst and
     best images by PQ), ``"category_confusion"`` (mislabelled matches, most frequent first) and
     ``"instances"`` (COCO mask AP of the thing classes).
+
+    Raises:
+        segcore.runtime.truth_use.DuplicateTruth: a ground-truth image was scored by samples of several shards
+            (nothing is written).
     """
     categories = job_categories_of(output)
     merged = merged_partials(output)
+    merged.truth_use.check()  # a ground-truth image scored twice would be counted twice: no metrics
     document: dict = {"shards": merged.shards, "stats": summary(merged.stats, categories)}
     if merged.pq.images:
         document.update(results_document(merged.pq, categories))

@@ -36,6 +36,7 @@ from segcore.io.table import STATUS_OK, TableError, read_table
 from segcore.metrics.pq import PQPartial
 from segcore.panoptic import VOID, segment_stats
 from segcore.png import PNGError, decode_ids
+from segcore.runtime.truth_use import TruthUse
 from segcore.runtime.worker import BAD_GROUND_TRUTH, STATS_VERSION, shard_stats
 
 logger = logging.getLogger(__name__)
@@ -151,13 +152,18 @@ def verify_output(uri: str, storage_options: Mapping | None = None) -> Report:
         report.shards[shard_id] = UNKNOWN
         report.problems.append(Problem(shard_id, f"Expected markers of the manifest's shards only, but "
                                                  f"_done/{shard_id} names a shard {MANIFEST} does not list"))
+    truth_use = TruthUse()
     for shard_id, state in report.shards.items():
         if state == PENDING:
             continue
-        rows, problems = verify_shard(output, shard_id, entries.get(shard_id), categories)
+        rows, problems = verify_shard(output, shard_id, entries.get(shard_id), categories, truth_use)
         report.images += rows
         report.problems += problems
         logger.info("shard %s: %d rows, %d problems", shard_id, rows, len(problems))
+    for rank, samples in truth_use.duplicates():  # PQ would count these twice
+        shard, key = samples[-1]
+        report.problems.append(Problem(shard, "Expected each ground-truth image to be scored once, but "
+                                              f"{truth_use.describe(rank, samples)}", key))
     report.problems += orphan_problems(output, committed)
     report.problems += metrics_problems(output, report)
     return report
@@ -205,9 +211,10 @@ def read_manifest(output: Output) -> dict:
 
 
 def verify_shard(
-    output: Output, shard_id: str, entry: Mapping | None, categories: Categories
+    output: Output, shard_id: str, entry: Mapping | None, categories: Categories, truth_use: TruthUse | None = None
 ) -> tuple[int, list[Problem]]:
-    """Checks one committed shard against its marker, its manifest entry (None: not listed) and the categories.
+    """Checks one committed shard against its marker, its manifest entry (None: not listed) and the categories;
+    notes in ``truth_use`` which of its samples scored which ground-truth image.
 
     Returns:
         ``(rows checked, problems)``.
@@ -230,7 +237,7 @@ def verify_shard(
             for message in row_problems(row, categories):
                 report(message, row["image_id"])
     _check_errors_file(output, shard_id, marker, rows, report)
-    _check_stats_file(output, shard_id, marker, rows, report)
+    _check_stats_file(output, shard_id, marker, rows, report, truth_use)
     _check_partials_file(output, shard_id, marker, rows, report)
     return len(rows or ()), problems
 
@@ -396,7 +403,8 @@ def _check_errors_file(output: Output, shard_id: str, marker: Mapping, rows: lis
                entry[0])
 
 
-def _check_stats_file(output: Output, shard_id: str, marker: Mapping, rows: list[dict] | None, report) -> None:
+def _check_stats_file(output: Output, shard_id: str, marker: Mapping, rows: list[dict] | None, report,
+                      truth_use: TruthUse | None = None) -> None:
     """stats/<shard>.json: exists iff the marker says so; equals the statistics of the rows."""
     name = f"stats/{shard_id}.json"
     data = _read_optional(output, output.stats_path(shard_id), name, marker["stats"], report)
@@ -420,6 +428,11 @@ def _check_stats_file(output: Output, shard_id: str, marker: Mapping, rows: list
         report(f"Expected truth_unevaluated in {name} between the {bad_truth} rows with bad ground truth and "
                f"{bad_truth + unlabelled} (those and the unlabelled rows), but got {unevaluated}")
     _check_views(document, rows, name, report)
+    if truth_use is not None and isinstance(document.get("pq_extras"), dict):
+        try:
+            truth_use.add(shard_id, document["pq_extras"]["images"])
+        except (KeyError, TypeError, ValueError):
+            pass  # reported by _check_views
 
 
 def _check_views(document: Mapping, rows: list[dict], name: str, report) -> None:

@@ -35,9 +35,9 @@ from segcore.metrics.views import ImageViews, ShardViews, evaluate_image
 from segcore.models.base import id_maps_to_host, orientation
 from segcore.models.registry import ModelOptions, load_segmenter
 from segcore.png import PNGError, decode_ids, encode_ids
+from segcore.runtime.truth_use import RANK_STRIDE
 
 logger = logging.getLogger(__name__)
-RANK_STRIDE = 1_000_000_000  # embedded ground truth: rank = shard index * stride + position in the shard
 BAD_GROUND_TRUTH = "bad_ground_truth"
 STATS_VERSION = 1
 BUCKET_HOLD = 4  # batches' worth of decoded images that may wait in the size buckets

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -68,13 +70,18 @@ def test_max_shards_then_resume_finishes_the_rest(ray_with_gpus, corpus, tmp_pat
     assert rest["done"] == 2 and rest["skipped"] == 1
 
 
-def test_a_broken_shard_is_listed_as_failed_and_the_others_commit(ray_with_gpus, tmp_path):
+def test_a_broken_shard_is_listed_as_failed_at_once_and_the_others_commit(ray_with_gpus, tmp_path, caplog):
     folder = tmp_path / "mixed"
     write_demo_shards(folder, n_shards=2, images_per_shard=3)
     (folder / "corpus-00002.tar").write_bytes(b"not a tar" * 100)
-    result = run_label_job(job(str(folder / "corpus-{00000..00002}.tar"), str(tmp_path / "labels"), max_retries=1))
+    with caplog.at_level(logging.INFO, logger="segcore.runtime.driver"):
+        result = run_label_job(job(str(folder / "corpus-{00000..00002}.tar"), str(tmp_path / "labels"),
+                                   max_retries=2))
     assert result["done"] == 2 and list(result["failed"]) == ["corpus-00002"]
     assert "ShardError" in result["failed"]["corpus-00002"] and "corpus-00002.tar" in result["failed"]["corpus-00002"]
+    messages = [record.getMessage() for record in caplog.records]
+    assert not [m for m in messages if "retry" in m]  # the same bytes would fail the same way: no retry
+    assert any(m.startswith("shard corpus-00002 failed (not retried") and "ShardError" in m for m in messages)
     assert committed_shards(Output.open(str(tmp_path / "labels"))) == {"corpus-00000", "corpus-00001"}
 
 

@@ -134,12 +134,20 @@ def test_a_listed_gt_id_zero_is_a_real_segment():
         (["5 5"], [(5, 1)], ["7 7"], [(7, 42)], "unknown category_id 42"),
         (["5 5"], [(5, 42)], ["7 7"], [(7, 1)], "gt segment 5 has unknown category_id 42"),
         (["5 5"], [(5, 1)], ["7 7", "7 7"], [(7, 1)], "gt map is 2x1 but the prediction is 2x2"),
+        (["5 5"], [(5, 1), (5, 2)], ["7 7"], [(7, 1)], "gt segment id 5 is listed twice in segments_info"),
     ],
 )
 def test_input_errors_name_the_image_and_the_id(gt_rows, gt_specs, pred_rows, pred_specs, message):
     gt, pred = image(gt_rows), image(pred_rows)
     with pytest.raises(pq.PQInputError, match=f"Image img-9: .*{message}"):
         pq.match_image("img-9", gt, with_areas(gt, segments(*gt_specs)), pred, segments(*pred_specs), CATS)
+
+
+def test_listed_gt_segments_absent_from_the_png_are_malformed_ground_truth():
+    gt, pred = image(["5 5"]), image(["7 7"])
+    listed = [*with_areas(gt, segments((5, 1))), *({**info, "area": 3} for info in segments((6, 1), (9, 2)))]
+    with pytest.raises(pq.PQInputError, match=r"Image img-9: 2 gt segments .* not in the gt PNG \(ids 6, 9\)"):
+        pq.match_image("img-9", gt, listed, pred, with_areas(pred, segments((7, 1))), CATS)
 
 
 # --- properties -------------------------------------------------------------------------------------------------

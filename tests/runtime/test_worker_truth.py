@@ -215,3 +215,40 @@ def test_a_folder_whose_images_match_one_ground_truth_image_several_times_is_ref
     with pytest.raises(ValueError, match=f"a/{GOOD}, b/{GOOD}"):
         plan(config)
     assert not (tmp_path / "labels").exists()  # refused before anything is written
+
+
+def test_one_ground_truth_image_matched_in_two_tar_shards_is_refused_by_the_reduce_and_verify(tmp_path):
+    import io
+    import tarfile
+
+    from segcore.runtime.labeling import LabelJobConfig, plan
+    from segcore.runtime.reduce import reduce_output
+    from segcore.runtime.truth_use import DuplicateTruth
+    from segcore.runtime.verify import verify_output
+
+    image = (SAMPLE / "input_images" / f"{GOOD}.jpg").read_bytes()
+    other = (SAMPLE / "input_images" / f"{OTHER}.jpg").read_bytes()
+    for shard, members in (("a", {f"a/{GOOD}.jpg": image, f"{OTHER}.jpg": other}), ("b", {f"b/{GOOD}.jpg": image})):
+        with tarfile.open(tmp_path / f"{shard}.tar", "w") as archive:
+            for name, content in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(content)
+                archive.addfile(info, io.BytesIO(content))
+    config = LabelJobConfig(input=str(tmp_path / "*.tar"), output=str(tmp_path / "labels"), model="demo",
+                            model_options=ModelOptions(device="cpu"), gt=str(SAMPLE / "panoptic_examples.json"),
+                            batch_size=2, decode_threads=1, encode_threads=1)
+    job = plan(config)
+    worker = ShardWorker(config.worker_config(job.categories))
+    try:
+        for index, spec in enumerate(job.shards):
+            worker.label_shard(spec, index, job.truth)  # each shard alone scores its sample of GOOD
+    finally:
+        worker.close()
+        job.lock.release()
+    output = Output.open(config.output)
+    with pytest.raises(DuplicateTruth, match=rf"scored 2 times, by 'a/{GOOD}' \(shard a\), 'b/{GOOD}' \(shard b\)"):
+        reduce_output(output)
+    assert not (tmp_path / "labels" / "metrics.json").exists()  # no metrics that count one image twice
+    report = verify_output(config.output)
+    (problem,) = [p for p in report.errors if "scored once" in p.message]
+    assert problem.shard_id == "b" and problem.image_id == f"b/{GOOD}"

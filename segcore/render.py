@@ -310,10 +310,11 @@ def read_manifest(output: Output, output_uri: str) -> dict:
     return json.loads(output.fs.cat_file(path))
 
 
-def index_rows(output: Output) -> dict[str, tuple[str, bool]]:
-    """image_id -> (shard id, has a map) over the committed shards, reading two small columns only."""
+def index_rows(output: Output, shard_ids: Sequence[str] | None = None) -> dict[str, tuple[str, bool]]:
+    """image_id -> (shard id, has a map) over ``shard_ids`` (None: every committed shard), reading two small
+    columns only."""
     index: dict[str, tuple[str, bool]] = {}
-    for shard_id in sorted(committed_shards(output)):
+    for shard_id in sorted(committed_shards(output)) if shard_ids is None else shard_ids:
         with output.fs.open(output.data_path(shard_id), "rb") as file:
             table = pq.read_table(file, columns=["image_id", "width"])
         for image_id, width in zip(table["image_id"].to_pylist(), table["width"].to_pylist()):

@@ -13,6 +13,7 @@ import html
 import io
 import logging
 import math
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from segcore.categories import Categories
-from segcore.io.commit import Output, write_whole
+from segcore.io.commit import Output, committed_shards, write_whole
 from segcore.render import choose_images, drawings, index_rows, read_manifest, read_rows
 
 logger = logging.getLogger(__name__)
@@ -458,16 +459,31 @@ def encode_jpeg(drawing: np.ndarray) -> bytes:
 
 
 def build_gallery(output: Output, document: Mapping, manifest: Mapping, storage_options: Mapping | None,
-                  gallery_size: int, seed: int = 0) -> list[GalleryItem]:
-    """Overlays of the worst and best PQ images (``per_image``), else of a seeded sample of ``gallery_size``."""
+                  gallery_size: int, seed: int = 0, shard_ids: Sequence[str] | None = None) -> list[GalleryItem]:
+    """Overlays of the worst and best PQ images (``per_image``), else of a seeded sample of ``gallery_size``.
+
+    Only the data files of the shards that hold the chosen images are opened: the per-image records name their
+    shard; a sample is drawn from ``gallery_size`` seeded shards of ``shard_ids`` (None: the committed shards).
+    Records of an older reduce, without shards, fall back to an index of every shard's image ids.
+    """
     if gallery_size < 1:
         return []
-    index = index_rows(output)
-    if "per_image" in document:  # ids the committed shards do not hold (or without a map) are left out
-        chosen = [c for c in gallery_choice(document, gallery_size) if index.get(c[0], ("", False))[1]]
+    if "per_image" in document:
+        chosen = gallery_choice(document, gallery_size)
+        shards = {entry["image_id"]: entry.get("shard") for group in ("worst", "best")
+                  for entry in document["per_image"].get(group, [])}
+        if all(shards.get(image_id) for image_id, _, _ in chosen):
+            index = {image_id: (shards[image_id], True) for image_id, _, _ in chosen}
+        else:
+            index = index_rows(output)
+        chosen = [c for c in chosen if index.get(c[0], ("", False))[1]]  # ids no committed shard holds: left out
     else:
+        shard_ids = sorted(committed_shards(output) if shard_ids is None else shard_ids)
+        picked = random.Random(seed).sample(shard_ids, min(gallery_size, len(shard_ids)))
+        index = index_rows(output, sorted(picked))
         chosen = [(image_id, "sample", image_id) for image_id in choose_images(index, None, gallery_size, seed)]
     rows = read_rows(output, index, [image_id for image_id, _, _ in chosen])
+    chosen = [c for c in chosen if c[0] in rows and rows[c[0]].get("panoptic_png") is not None]
     drawn = drawings([rows[image_id] for image_id, _, _ in chosen], manifest, storage_options)
     return [GalleryItem(image_id, encode_jpeg(drawing), caption, group, "image/jpeg")
             for (image_id, group, caption), drawing in zip(chosen, drawn)]
@@ -475,7 +491,7 @@ def build_gallery(output: Output, document: Mapping, manifest: Mapping, storage_
 
 def write_html_report(
     output: Output, document: Mapping, categories: Categories, storage_options: Mapping | None = None,
-    gallery_size: int = 4,
+    gallery_size: int = 4, shard_ids: Sequence[str] | None = None,
 ) -> None:
     """Writes ``<output>/report.html``: the metrics document and a gallery of overlays.
 
@@ -492,7 +508,7 @@ def write_html_report(
     meta = {"output": uri, **{key: manifest[key] for key in ("model", "input", "created") if manifest.get(key)}}
     note = ""
     try:
-        gallery = build_gallery(output, document, manifest, storage_options, gallery_size)
+        gallery = build_gallery(output, document, manifest, storage_options, gallery_size, shard_ids=shard_ids)
     except (OSError, ValueError) as error:
         logger.warning("report.html without a gallery: %s", error)
         gallery, note = [], f"The gallery could not be drawn: {error}"

@@ -10,6 +10,9 @@ Point s3fs at ``proxy.endpoint_url`` instead of the server's. Every request is f
 - ``"truncate"``: forwarded, the response head promises the whole body, half of it is sent, then the connection
   is reset.
 
+``delay`` (seconds) is added to every request before it is forwarded, as a distant object store would (requests
+are served on threads, so delays of concurrent requests overlap).
+
 Each fired fault is appended to ``proxy.fired`` and every request to ``proxy.requests`` (method, path, status or
 fault), so a test can assert what happened. Rules are deterministic as long as the requests a rule matches come
 in a deterministic order (match one object's path, not a prefix several clients race on).
@@ -22,6 +25,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -59,8 +63,9 @@ class Fault:
 class FaultyS3Proxy:
     """A threaded reverse proxy injecting ``Fault`` rules; ``start()`` / ``stop()`` or a ``with`` block."""
 
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, delay: float = 0.0):
         parts = urlsplit(upstream)
+        self.delay = delay
         self.upstream = (parts.hostname, parts.port)
         self.faults: list[Fault] = []
         self.fired: list[tuple[str, str, str]] = []  # (method, path, kind) of every spoiled request
@@ -152,6 +157,8 @@ def _handler(proxy: FaultyS3Proxy):
 
         def _handle(self) -> None:
             body = self._body()
+            if proxy.delay:
+                time.sleep(proxy.delay)
             fault = proxy._pick(self.command, self.path)
             kind = fault.kind if fault else None
             if kind in ERROR_CODES:

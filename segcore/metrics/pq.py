@@ -22,8 +22,9 @@ gives the correctly rounded, order-independent sum as well.
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numba
 import numpy as np
@@ -87,6 +88,162 @@ class PQPartial:
             matches=[tuple(int(v) for v in row) for row in zip(*columns)],  # type: ignore[misc]
             images=int(document["images"]),
         )
+
+
+class PQFold:
+    """PQ sums folded shard by shard, in memory that does not grow with the images (the reduce's accumulator).
+
+    Counts and the exact IoU sums are order-free: an IoU of a match lies in (0.5, 1], so it is an integer multiple
+    of 2^-53, and those integers add up exactly (the sum is rounded once, at the end: the correctly rounded sum,
+    equal to ``math.fsum``). The reference's running float sum needs the matches in gt-JSON order (image rank,
+    then gt id, then prediction id). Shards whose ranks come in ascending, disjoint runs (every shard of
+    embedded ground truth; ``--gt`` whose JSON lists images in input order) are folded as they are added, so
+    nothing is kept. When a shard's ranks reach below those already folded, :attr:`in_order` turns False and
+    the running sums are redone by :meth:`refold`, which takes the shards again in order of their lowest rank
+    and keeps only the matches whose turn has not come (those of overlapping shards).
+    """
+
+    def __init__(self):
+        self.counts: dict[int, list[int]] = {}
+        self.exact: dict[int, int] = {}  # category id -> sum of IoU x 2^53 (exact integers)
+        self.running: dict[int, float] = {}  # category id -> IoU sum in the reference's order
+        self.images = 0
+        self.in_order = True
+        self._lowest = array("q")  # the lowest rank of each shard with matches
+        self._keys: list[str] = []  # and their keys
+        self._folded_to = -1  # the highest rank folded into ``running``
+
+    @staticmethod
+    def parse(document: Mapping, key: str = "") -> "ShardPQ":
+        """A shard's partial (:meth:`PQPartial.to_json` form), checked, ready for :meth:`add`.
+
+        Raises:
+            ValueError: the document is not a PQ partial (names ``key``).
+        """
+        matches = _match_columns(document, key)
+        try:
+            counts = {int(category_id): [int(values[i]) for i in range(3)]
+                      for category_id, values in document["counts"].items()}
+            images = int(document["images"])
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+            raise ValueError(f"Expected a PQ partial in {key or 'a shard'}, but its counts cannot be read: "
+                             f"{error!r}") from None
+        return ShardPQ(counts, images, matches)
+
+    def add(self, partial: "Mapping | ShardPQ", key: str = "") -> None:
+        """Adds a shard's partial (a document, or what :meth:`parse` made of it); ``key`` names it for refold.
+
+        Raises:
+            ValueError: a document that is not a PQ partial (names ``key``); nothing was added.
+        """
+        shard = partial if isinstance(partial, ShardPQ) else self.parse(partial, key)
+        for category_id, values in shard.counts.items():
+            mine = self.counts.setdefault(category_id, [0, 0, 0])
+            for i in range(3):
+                mine[i] += values[i]
+        self.images += shard.images
+        matches = shard.matches
+        if not len(matches["image_rank"]):
+            return
+        lowest, highest = int(matches["image_rank"][0]), int(matches["image_rank"][-1])  # sorted by rank
+        self._lowest.append(lowest)
+        self._keys.append(key)
+        for category_id, ious in _by_category(matches):
+            scaled = np.ldexp(ious, 53).astype(np.int64)  # exact: 2^52 < IoU x 2^53 <= 2^53
+            self.exact[category_id] = (self.exact.get(category_id, 0) + (int((scaled >> 26).sum()) << 26)
+                                       + int((scaled & ((1 << 26) - 1)).sum()))
+            if self.in_order and lowest > self._folded_to:
+                self._fold(category_id, ious)
+        if self.in_order and lowest <= self._folded_to:
+            self.in_order = False
+            self.running = {}
+        self._folded_to = max(self._folded_to, highest)
+
+    def refold(self, read: Callable[[list[str]], Iterable[Mapping]]) -> None:
+        """Redoes the running sums in the reference's order when shards came out of rank order.
+
+        Args:
+            read: given keys, yields their partials (the same documents :meth:`add` took) in that order.
+        """
+        if self.in_order:
+            return
+        self.running = {}
+        lowest = np.frombuffer(self._lowest, np.int64)
+        ordered = np.argsort(lowest, kind="stable")
+        pending: list[dict[str, np.ndarray]] = []
+        for index, document in enumerate(read([self._keys[i] for i in ordered])):
+            pending.append(self.parse(document, self._keys[ordered[index]]).matches)
+            below = int(lowest[ordered[index + 1]]) if index + 1 < len(ordered) else None  # none later reaches below
+            if below is None or min(int(m["image_rank"].min()) for m in pending) < below:
+                pending = self._fold_below(pending, below)
+        self.in_order = True
+
+    def _fold_below(self, pending: list[dict[str, np.ndarray]], below: int | None) -> list[dict[str, np.ndarray]]:
+        joined = {name: np.concatenate([m[name] for m in pending]) for name in pending[0]}
+        order = np.lexsort((joined["pred_id"], joined["gt_id"], joined["image_rank"]))
+        joined = {name: column[order] for name, column in joined.items()}
+        cut = len(order) if below is None else int(np.searchsorted(joined["image_rank"], below))
+        for category_id, ious in _by_category({name: column[:cut] for name, column in joined.items()}):
+            self._fold(category_id, ious)
+        rest = {name: column[cut:] for name, column in joined.items()}
+        return [rest] if len(rest["image_rank"]) else []
+
+    def _fold(self, category_id: int, ious: np.ndarray) -> None:
+        # cumsum adds left to right, one at a time, as the reference's loop does
+        self.running[category_id] = float(np.cumsum(np.concatenate(([self.running.get(category_id, 0.0)], ious)))[-1])
+
+    def class_stats(self, categories: Categories) -> dict[int, "ClassStats"]:
+        """As :func:`class_stats` of the PQPartial of the same matches.
+
+        Raises:
+            RuntimeError: shards came out of rank order and :meth:`refold` was not called.
+        """
+        if not self.in_order:
+            raise RuntimeError("Expected refold() after shards that came out of rank order")
+        stats = {}
+        for category in categories:
+            tp, fp, fn = self.counts.get(category.id, (0, 0, 0))
+            stats[category.id] = ClassStats(tp, fp, fn, self.running.get(category.id, 0.0),
+                                            self.exact.get(category.id, 0) / 2 ** 53)
+        return stats
+
+
+@dataclass(frozen=True)
+class ShardPQ:
+    """A shard's PQ partial as read: counts, images, and its matches as sorted columns (see _match_columns)."""
+
+    counts: dict[int, list[int]]
+    images: int
+    matches: dict[str, np.ndarray]
+
+
+def _match_columns(document: Mapping, key: str) -> dict[str, np.ndarray]:
+    """A partial's matches as int64 columns, sorted in the reference's order, and their IoU ("iou", float64)."""
+    try:
+        columns = {name: np.asarray(document["matches"][name], np.int64) for name in MATCH_FIELDS}
+        if len({len(column) for column in columns.values()}) > 1:
+            raise ValueError("match columns of different lengths")
+    except (KeyError, TypeError, ValueError, OverflowError) as error:
+        raise ValueError(f"Expected a PQ partial in {key or 'a shard'}, but its matches cannot be read: {error}"
+                         ) from None
+    order = np.lexsort((columns["pred_id"], columns["gt_id"], columns["image_rank"]))
+    columns = {name: column[order] for name, column in columns.items()}
+    iou = columns["intersection"] / np.maximum(columns["union"], 1)
+    if len(iou) and not ((iou > 0.5) & (iou <= 1)).all():
+        raise ValueError(f"Expected matches of IoU > 0.5 in the PQ partial of {key or 'a shard'}, but some are not")
+    columns["iou"] = iou
+    return columns
+
+
+def _by_category(matches: Mapping[str, np.ndarray]) -> Iterable[tuple[int, np.ndarray]]:
+    """(category id, IoUs in the matches' order) per category present."""
+    categories = matches["category_id"]
+    order = np.argsort(categories, kind="stable")
+    ordered = categories[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1]))) if len(ordered) else []
+    bounds = list(starts) + [len(ordered)]
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        yield int(ordered[start]), matches["iou"][order[start:end]]
 
 
 @dataclass(frozen=True)
@@ -197,12 +354,14 @@ def match_image_details(
     return ImageMatch(partial, gt, pred, counts, pred_area, void_row, pairs, false_negatives, false_positives)
 
 
-def class_stats(partial: PQPartial, categories: Categories) -> dict[int, ClassStats]:
+def class_stats(partial: "PQPartial | PQFold", categories: Categories) -> dict[int, ClassStats]:
     """Per-category sums, IoUs folded in the reference's order.
 
     Returns:
         category id -> ClassStats, for every category of ``categories`` (zeros where absent).
     """
+    if isinstance(partial, PQFold):
+        return partial.class_stats(categories)
     running: dict[int, float] = {}
     exact: dict[int, list[float]] = {}
     for _, _, _, category_id, intersection, union in sorted(partial.matches, key=_reference_order):
@@ -216,7 +375,7 @@ def class_stats(partial: PQPartial, categories: Categories) -> dict[int, ClassSt
     return stats
 
 
-def summarize(partial: PQPartial, categories: Categories, exact: bool = False) -> dict:
+def summarize(partial: "PQPartial | PQFold", categories: Categories, exact: bool = False) -> dict:
     """PQ, SQ and RQ as panopticapi's ``pq_compute`` returns them.
 
     Args:

@@ -13,9 +13,10 @@ from typing import Mapping
 
 from segcore.categories import Categories, categories_from_json
 from segcore.io.commit import Output, committed_shards, read_manifest, read_marker, write_whole
+from segcore.io.parallel import READ_WINDOW, map_in_order
 from segcore.metrics.extras import PQExtras, confusion_table, pq_by_size, worst_and_best
 from segcore.metrics.instances import InstancePartial, format_instance_scores, instance_scores
-from segcore.metrics.pq import PQPartial
+from segcore.metrics.pq import PQFold, ShardPQ
 from segcore.metrics.semantic import Confusion, format_scores, semantic_scores
 from segcore.metrics.stats import LabelStats, format_summary, summary
 from segcore.report import write_html_report
@@ -28,47 +29,125 @@ PER_IMAGE_KEPT = 20  # worst and best images by PQ listed in metrics.json
 
 @dataclass
 class Merged:
-    """The sum of the committed shards' partials."""
+    """The sum of the committed shards' partials, in memory that does not grow with the images (but the instance
+    view's records, one per predicted thing: see segcore.metrics.instances)."""
 
     shards: int = 0
     stats: LabelStats = field(default_factory=LabelStats)
-    pq: PQPartial = field(default_factory=PQPartial)
+    pq: PQFold = field(default_factory=PQFold)
     truth_unevaluated: int = 0
     semantic: Confusion | None = None
     extras: PQExtras | None = None  # per-image records trimmed to the worst and best PER_IMAGE_KEPT
     instances: InstancePartial | None = None
     without_views: int = 0  # shards with a PQ partial whose statistics predate the extras and instance views
     truth_use: TruthUse = field(default_factory=TruthUse)  # which sample scored each --gt image
+    shard_ids: list[str] = field(default_factory=list)  # the shards summed, in order
+    left_out: list[tuple[str, str]] = field(default_factory=list)  # (shard id, why) of shards that could not be read
 
 
-def merged_partials(output: Output) -> Merged:
-    """Sums the statistics and PQ partials of every committed shard (markers say which shards count and which
-    files they vouch for)."""
-    merged = Merged()
-    for shard_id in sorted(committed_shards(output)):
-        marker = read_marker(output, shard_id)
-        merged.shards += 1
-        if marker.get("stats"):
+@dataclass
+class ShardPartials:
+    """One shard's partials, read and parsed whole before any is added (a shard counts entirely or not at all)."""
+
+    shard_id: str
+    stats: LabelStats | None = None
+    truth_unevaluated: int = 0
+    semantic: Confusion | None = None
+    extras: PQExtras | None = None
+    instances: InstancePartial | None = None
+    pq: ShardPQ | None = None
+    without_views: bool = False
+
+
+def read_shard_partials(output: Output, shard_id: str) -> ShardPartials:
+    """Reads and parses a committed shard's statistics and PQ partial (the files its marker vouches for).
+
+    Raises:
+        ValueError: a file that does not parse or is of an unknown version; the message names it.
+        OSError: a file could not be read.
+    """
+    marker = read_marker(output, shard_id)
+    shard = ShardPartials(shard_id)
+    if marker.get("stats"):
+        name = f"stats/{shard_id}.json"
+        try:
             document = json.loads(output.fs.cat_file(output.stats_path(shard_id)))
-            merged.stats += LabelStats.from_json(document["stats"])
-            merged.truth_unevaluated += document["truth_unevaluated"]
+            shard.stats = LabelStats.from_json(document["stats"])
+            shard.truth_unevaluated = int(document["truth_unevaluated"])
             if document.get("semantic") is not None:
-                confusion = Confusion.from_json(document["semantic"])
-                if merged.semantic is None:
-                    merged.semantic = confusion
-                else:
-                    merged.semantic += confusion
-            if "pq_extras" not in document and marker.get("partials"):
-                merged.without_views += 1
+                shard.semantic = Confusion.from_json(document["semantic"])
+            shard.without_views = "pq_extras" not in document and bool(marker.get("partials"))
             if document.get("pq_extras") is not None:
-                merged.truth_use.add(shard_id, document["pq_extras"]["images"])
-                merged.extras = _merge_extras(merged.extras, PQExtras.from_json(document["pq_extras"]))
+                shard.extras = PQExtras.from_json(document["pq_extras"])
+                for record in shard.extras.images:
+                    record["shard"] = shard_id  # where the report's gallery finds the image
             if document.get("instances") is not None:
-                merged.instances = merged.instances or InstancePartial()
-                merged.instances += InstancePartial.from_json(document["instances"])
-        if marker.get("partials"):
-            merged.pq += PQPartial.from_json(json.loads(output.fs.cat_file(output.partials_path(shard_id))))
+                shard.instances = InstancePartial.from_json(document["instances"])
+        except (KeyError, TypeError, AttributeError, IndexError, ValueError) as error:
+            raise ValueError(f"Expected the statistics {name} to be readable, but {_why(error)}") from None
+    if marker.get("partials"):
+        name = f"pq/{shard_id}.json"
+        try:
+            document = json.loads(output.fs.cat_file(output.partials_path(shard_id)))
+        except ValueError as error:
+            raise ValueError(f"Expected the PQ partial {name} to be JSON, but {_why(error)}") from None
+        shard.pq = PQFold.parse(document, name)
+    return shard
+
+
+def _why(error: Exception) -> str:
+    if isinstance(error, KeyError):
+        return f"it has no entry {error}"
+    return f"reading it failed: {error}"
+
+
+def merged_partials(output: Output, window: int = READ_WINDOW) -> Merged:
+    """Sums the partials of every committed shard, reading ``window`` shards at a time, folding in shard order.
+
+    A shard whose marker or partials cannot be read or parsed is left out whole, named in ``left_out`` with why.
+    """
+    merged = Merged()
+
+    def read(shard_id: str) -> ShardPartials | tuple[str, str]:
+        try:
+            return read_shard_partials(output, shard_id)
+        except (OSError, ValueError) as error:
+            return shard_id, str(error)
+
+    for shard in map_in_order(read, sorted(committed_shards(output)), window):
+        if isinstance(shard, tuple):
+            logger.error("reduce: shard %s left out: %s", *shard)
+            merged.left_out.append(shard)
+        else:
+            _add_shard(merged, shard)
+    if not merged.pq.in_order:  # --gt ranks interleaved across shards: fold again in the reference's order
+        def partial_of(shard_id: str) -> dict:
+            return json.loads(output.fs.cat_file(output.partials_path(shard_id)))
+
+        merged.pq.refold(lambda keys: map_in_order(partial_of, keys, window))
     return merged
+
+
+def _add_shard(merged: Merged, shard: ShardPartials) -> None:
+    merged.shards += 1
+    merged.shard_ids.append(shard.shard_id)
+    if shard.stats is not None:
+        merged.stats += shard.stats
+        merged.truth_unevaluated += shard.truth_unevaluated
+        if shard.semantic is not None:
+            if merged.semantic is None:
+                merged.semantic = shard.semantic
+            else:
+                merged.semantic += shard.semantic
+        merged.without_views += shard.without_views
+        if shard.extras is not None:
+            merged.truth_use.add(shard.shard_id, shard.extras.images)
+            merged.extras = _merge_extras(merged.extras, shard.extras)
+        if shard.instances is not None:
+            merged.instances = merged.instances or InstancePartial()
+            merged.instances += shard.instances
+    if shard.pq is not None:
+        merged.pq.add(shard.pq, shard.shard_id)
 
 
 def _merge_extras(merged: PQExtras | None, shard: PQExtras) -> PQExtras:
@@ -99,7 +178,11 @@ def reduce_output(output: Output, storage_options: Mapping | None = None) -> dic
     ``"semantic"``: mIoU, pixel accuracy, mean accuracy, fwIoU and per-class IoU from the summed confusion;
     ``"pq_by_size"`` (small / medium / large, each with All / Things / Stuff), ``"per_image"`` (the worst and
     best images by PQ), ``"category_confusion"`` (mislabelled matches, most frequent first) and
-    ``"instances"`` (COCO mask AP of the thing classes).
+    ``"instances"`` (COCO mask AP of the thing classes); ``"shards_left_out"`` lists committed shards whose
+    partials could not be read or parsed (shard and error), which no number counts.
+
+    The shards' partials are read ``READ_WINDOW`` at a time (segcore.io.parallel) and folded in shard order; PQ
+    needs no list of matches (segcore.metrics.pq.PQFold) unless ``--gt`` ranks interleave across shards.
 
     Raises:
         segcore.runtime.truth_use.DuplicateTruth: a ground-truth image was scored by samples of several shards
@@ -123,9 +206,11 @@ def reduce_output(output: Output, storage_options: Mapping | None = None) -> dic
         document["instances"] = instance_scores(merged.instances, categories)
     if merged.without_views:
         document["shards_without_views"] = merged.without_views
+    if merged.left_out:
+        document["shards_left_out"] = [{"shard": shard_id, "error": why} for shard_id, why in merged.left_out]
     # each file whole; metrics.json last, so its presence means the reports of the same reduce are there too
     write_whole(output, output.path("report.md"), report_markdown(document, categories).encode())
-    write_html_report(output, document, categories, storage_options)
+    write_html_report(output, document, categories, storage_options, shard_ids=merged.shard_ids)
     write_whole(output, output.path("metrics.json"), json.dumps(document, indent=1).encode())
     if merged.pq.images:
         logger.info("reduce: PQ %.4f over %d images", document["pq"]["All"]["pq"], merged.pq.images)
@@ -142,6 +227,12 @@ def report_markdown(document: dict, categories: Categories) -> str:
             lines.append(f"{document['truth_unevaluated']} images with ground truth were left out: the image or "
                          "its ground truth was unusable (see errors/).")
         lines += ["", "```", format_table(document["pq"], categories, per_class=True), "```", ""]
+    if document.get("shards_left_out"):
+        left_out = document["shards_left_out"]
+        lines += [f"**{len(left_out)} committed shards are left out of every number below**: their partials could "
+                  "not be read (rerun the job with --overwrite, or relabel those shards). The first of them:", ""]
+        lines += [f"- {entry['shard']}: {entry['error']}" for entry in left_out[:10]]
+        lines.append("")
     if document.get("shards_without_views"):
         lines += [f"{document['shards_without_views']} shards were labelled by an older version: PQ counts them, "
                   "but PQ by size, per-image PQ, mislabelled segments and mask AP leave them out "

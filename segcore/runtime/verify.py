@@ -32,7 +32,9 @@ import numpy as np
 from segcore.categories import Categories, categories_from_json
 from segcore.io.commit import MANIFEST, Output, marker_names
 from segcore.io.lock import LOCK
+from segcore.io.parallel import map_in_order
 from segcore.io.table import STATUS_OK, TableError, read_table
+from segcore.metrics.instances import MAX_DETECTIONS
 from segcore.metrics.pq import PQPartial
 from segcore.panoptic import VOID, segment_stats
 from segcore.png import PNGError, decode_ids
@@ -42,6 +44,7 @@ from segcore.runtime.worker import BAD_GROUND_TRUTH, STATS_VERSION, shard_stats
 logger = logging.getLogger(__name__)
 ERROR, WARNING = "error", "warning"
 COMMITTED, PENDING, UNKNOWN = "committed", "pending", "unknown"
+VERIFY_WINDOW = 16  # shards verified at a time
 MAX_SEGMENT_MESSAGES = 5  # per image and kind of mismatch; a broken image should not flood the report
 ERROR_LINE_KEYS = ("image_id", "source", "status", "error")
 SHARD_FILES = (("shards", ".parquet"), ("errors", ".jsonl"), ("pq", ".json"), ("stats", ".json"))
@@ -131,7 +134,8 @@ class Report:
 
 
 def verify_output(uri: str, storage_options: Mapping | None = None) -> Report:
-    """Checks every committed shard of a jobs.label output, one shard in memory at a time.
+    """Checks every committed shard of a jobs.label output, ``VERIFY_WINDOW`` shards at a time (reads overlap;
+    results are taken in shard order).
 
     Args:
         uri: the job's ``--output`` (local path or any fsspec URI).
@@ -153,10 +157,15 @@ def verify_output(uri: str, storage_options: Mapping | None = None) -> Report:
         report.problems.append(Problem(shard_id, f"Expected markers of the manifest's shards only, but "
                                                  f"_done/{shard_id} names a shard {MANIFEST} does not list"))
     truth_use = TruthUse()
-    for shard_id, state in report.shards.items():
-        if state == PENDING:
-            continue
-        rows, problems = verify_shard(output, shard_id, entries.get(shard_id), categories, truth_use)
+
+    def verify(shard_id: str) -> tuple[str, int, list[Problem], _Recorder]:
+        recorder = _Recorder()  # replayed below in shard order, so the first scorer of an image is the same
+        return (shard_id, *verify_shard(output, shard_id, entries.get(shard_id), categories, recorder), recorder)
+
+    shard_ids = [shard_id for shard_id, state in report.shards.items() if state != PENDING]
+    for shard_id, rows, problems, recorder in map_in_order(verify, shard_ids, VERIFY_WINDOW):
+        for call in recorder.calls:
+            truth_use.add(*call)
         report.images += rows
         report.problems += problems
         logger.info("shard %s: %d rows, %d problems", shard_id, rows, len(problems))
@@ -167,6 +176,17 @@ def verify_output(uri: str, storage_options: Mapping | None = None) -> Report:
     report.problems += orphan_problems(output, committed)
     report.problems += metrics_problems(output, report)
     return report
+
+
+class _Recorder:
+    """Stands in for a TruthUse on a verifying thread: keeps what it is given for the main thread to add."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, list]] = []
+
+    def add(self, shard_id: str, records) -> None:
+        """Raises as TruthUse.add does on records without a rank or an image id."""
+        self.calls.append((shard_id, [{"rank": int(r["rank"]), "image_id": str(r["image_id"])} for r in records]))
 
 
 def metrics_problems(output: Output, report: Report) -> list[Problem]:
@@ -437,7 +457,7 @@ def _check_stats_file(output: Output, shard_id: str, marker: Mapping, rows: list
 
 def _check_views(document: Mapping, rows: list[dict], name: str, report) -> None:
     """The views' partials in a statistics file: one per-image record per evaluated row (ok, with a map), and as
-    many predicted instance RLEs per image as its row has thing segments."""
+    many predicted instances per image as its row has thing segments (at most 100 per category)."""
     if "pq_extras" not in document:  # written before the PQ extras and instance views: nothing to check
         return
     extras, instances = document.get("pq_extras"), document.get("instances")
@@ -455,14 +475,20 @@ def _check_views(document: Mapping, rows: list[dict], name: str, report) -> None
                        f"{record['image_id']!r} is not", record["image_id"])
                 continue
             ranks[record["rank"]] = row
-        if sorted(ranks) != sorted(image["rank"] for image in instances["images"]):
+        version = instances.get("version", 1)
+        image_ranks = [image["rank"] for image in instances["images"]] if version == 1 else instances["images"]
+        if sorted(ranks) != sorted(image_ranks):
             report(f"Expected the instance view in {name} to hold the images of its per-image records")
             return
-        predicted = Counter(segment["rank"] for segment in instances["dt"])
+        detected = instances["dt"]
+        predicted = Counter(segment["rank"] for segment in detected) if version == 1 else Counter(detected["rank"])
         for rank, row in ranks.items():
-            things = sum(bool(segment["isthing"]) for segment in row["segments"])
+            per_category = Counter(segment["category_id"] for segment in row["segments"] if segment["isthing"])
+            # COCOeval keeps an image's 100 best detections per category (version 1 kept every RLE)
+            things = sum(per_category.values()) if version == 1 else sum(min(n, MAX_DETECTIONS)
+                                                                          for n in per_category.values())
             if predicted[rank] != things:
-                report(f"Expected {things} predicted instance RLEs for the row's thing segments in {name}, but got "
+                report(f"Expected {things} predicted instances for the row's thing segments in {name}, but got "
                        f"{predicted[rank]}", row["image_id"])
     except (KeyError, TypeError) as error:
         report(f"Expected readable pq_extras and instances entries in {name}, but got {error!r}")

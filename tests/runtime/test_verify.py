@@ -235,14 +235,19 @@ def test_a_file_the_marker_does_not_vouch_for_is_a_warning(copy):
          "it exists (left by an earlier attempt; ignored by the reduce)")]
 
 
-def test_instance_rles_that_disagree_with_the_rows_are_caught(copy):
+def test_instance_records_that_disagree_with_the_rows_are_caught(copy):
     stats_path = copy / "stats" / "corpus-00000.json"
     document = json.loads(stats_path.read_text())
-    dropped = document["instances"]["dt"].pop()
+    columns = document["instances"]["dt"]
+    assert columns["rank"], "the corpus has predicted things"
+    dropped = {name: column.pop() for name, column in columns.items()}
     stats_path.write_text(json.dumps(document))
     found = messages(verify_output(str(copy)))
-    assert any("predicted instance RLEs" in m and "corpus-00000" in m for m in found), found
-    document["instances"]["dt"].append(dropped)
+    assert any("predicted instances" in m and "corpus-00000" in m for m in found), found
+    for name, value in dropped.items():
+        columns[name].append(value)
+    stats_path.write_text(json.dumps(document))
+    assert not messages(verify_output(str(copy)))
     document["pq_extras"]["images"][0]["image_id"] = "no-such-image"
     stats_path.write_text(json.dumps(document))
     found = messages(verify_output(str(copy)))
@@ -278,3 +283,50 @@ def test_a_reduce_cut_short_leaves_no_metrics_and_verify_says_so(copy, monkeypat
         reduce_output(Output.open(str(copy)))
     assert (copy / "report.md").exists() and not (copy / "metrics.json").exists()  # metrics.json comes last
     assert any("did not finish" in p.message for p in verify_output(str(copy)).errors)
+
+
+def test_a_shard_whose_partials_do_not_parse_is_left_out_by_name_and_the_rest_is_summed(copy):
+    from segcore.io.commit import Output
+    from segcore.runtime.reduce import reduce_output
+
+    whole = reduce_output(Output.open(str(copy)))
+    (copy / "pq" / "corpus-00001.json").write_text("{not json")
+    stats_path = copy / "stats" / "corpus-00002.json"
+    document = json.loads(stats_path.read_text())
+    document["instances"]["version"] = 99  # written by a version this code does not know
+    stats_path.write_text(json.dumps(document))
+    metrics = reduce_output(Output.open(str(copy)))
+    left_out = {entry["shard"]: entry["error"] for entry in metrics["shards_left_out"]}
+    assert set(left_out) == {"corpus-00001", "corpus-00002"}
+    assert "pq/corpus-00001.json" in left_out["corpus-00001"]
+    assert "stats/corpus-00002.json" in left_out["corpus-00002"] and "99" in left_out["corpus-00002"]
+    assert metrics["shards"] == 1 and metrics["stats"]["images"] < whole["stats"]["images"]
+    assert "2 committed shards are left out" in (copy / "report.md").read_text()
+
+
+def test_ranks_interleaved_across_shards_give_the_sum_of_the_partials_bit_for_bit(copy):
+    """As with --gt whose JSON order interleaves the shards: the reduce folds the matches again in rank order."""
+    from segcore.io.commit import Output
+    from segcore.metrics.pq import PQPartial, summarize
+    from segcore.runtime.reduce import job_categories_of, reduce_output
+
+    whole = PQPartial()
+    for index, shard_id in enumerate(SHARDS):
+        path = copy / "pq" / f"{shard_id}.json"
+        document = json.loads(path.read_text())
+        ranks = document["matches"]["image_rank"]
+        document["matches"]["image_rank"] = [(rank % 1_000_000_000) * 3 + (2 - index) for rank in ranks]
+        path.write_text(json.dumps(document))
+        whole += PQPartial.from_json(document)
+    assert len(whole.matches) > 10
+    output = Output.open(str(copy))
+    metrics = json.loads(json.dumps(reduce_output(output)))
+    expected = json.loads(json.dumps(summarize(whole, job_categories_of(output))))
+    assert metrics["pq"] == expected
+
+
+def test_the_worst_and_best_images_name_their_shard(good_output):
+    metrics = json.loads((good_output / "metrics.json").read_text())
+    for entry in metrics["per_image"]["worst"] + metrics["per_image"]["best"]:
+        rows = read_table((good_output / "shards" / f"{entry['shard']}.parquet").read_bytes(), "shard").to_pylist()
+        assert entry["image_id"] in {row["image_id"] for row in rows}

@@ -33,6 +33,7 @@ import fsspec
 from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
+from segcore.io.parallel import READ_WINDOW
 from segcore.io.retry import RetryPolicy, call_with_retries
 
 logger = logging.getLogger(__name__)
@@ -54,8 +55,17 @@ class Output:
 
     @classmethod
     def open(cls, uri: str, storage_options: Mapping | None = None) -> "Output":
-        """Resolves ``uri`` (local path or any fsspec URI) once."""
-        fs, root = fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
+        """Resolves ``uri`` (local path or any fsspec URI) once.
+
+        On S3 the connection pool is widened to the reduce's reads in flight (botocore keeps 10 connections unless
+        told otherwise); a ``config_kwargs.max_pool_connections`` in ``storage_options`` wins.
+        """
+        options = dict(storage_options or {})
+        if uri.startswith(("s3://", "s3a://")):
+            config = dict(options.get("config_kwargs") or {})
+            config.setdefault("max_pool_connections", READ_WINDOW)
+            options["config_kwargs"] = config
+        fs, root = fsspec.core.url_to_fs(uri, **options)
         return cls(fs, root.rstrip("/"))
 
     def path(self, *parts: str) -> str:

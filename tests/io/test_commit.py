@@ -119,3 +119,15 @@ def test_local_writes_leave_no_temporary_file_and_replace_whole(tmp_path):
     create_only(output, output.path("b.json"), b"three")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.json", "b.json"]
     assert (tmp_path / "out" / "a.json").read_bytes() == b"two"
+
+
+def test_an_s3_output_pools_as_many_connections_as_the_reduce_reads_at_once(s3_bucket):
+    from segcore.io.parallel import READ_WINDOW
+
+    bucket, options = s3_bucket
+    output = Output.open(f"{bucket}/labels", options)
+    assert output.fs.config_kwargs["max_pool_connections"] == READ_WINDOW  # botocore's own default is 10
+    output.fs.pipe_file(output.path("x"), b"1")
+    assert output.fs.cat_file(output.path("x")) == b"1"
+    mine = Output.open(f"{bucket}/labels", {**options, "config_kwargs": {"max_pool_connections": 7}})
+    assert mine.fs.config_kwargs["max_pool_connections"] == 7

@@ -116,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
             print(format_table(metrics["pq"], result["categories"], per_class=True))
         else:
             print(format_summary(metrics["stats"]))
+        left_out = metrics.get("shards_left_out") or []
+        if left_out:  # committed, but their partials could not be read: no number above counts them
+            named = "; ".join(f"{entry['shard']}: {entry['error']}" for entry in left_out[:5])
+            print(f"error: {len(left_out)} committed shards are left out of the metrics, as their partials could not "
+                  f"be read: {named}. Relabel them (rerun with --overwrite)", file=sys.stderr)
+            return 1
     return 1 if result["failed"] else 0
 
 

@@ -106,9 +106,15 @@ def test_the_cli_refuses_another_jobs_output_and_dry_runs_write_nothing(ray_with
     output = str(tmp_path / "labels")
     assert label.main(["--input", corpus, "--output", output, "--dry-run"]) == 0
     assert not (tmp_path / "labels").exists()
-    assert label.main(["--input", corpus, "--output", output, "--max-shards", "1", "--actors", "1",
-                       "--gpus-per-actor", "0", "--cpus-per-actor", "0.5", "--device", "cpu"]) == 0
+    one_shard = ["--input", corpus, "--output", output, "--max-shards", "1", "--actors", "1",
+                 "--gpus-per-actor", "0", "--cpus-per-actor", "0.5", "--device", "cpu"]
+    assert label.main(one_shard) == 0
+    (stats,) = (tmp_path / "labels" / "stats").glob("*.json")
+    stats.write_text("{broken")  # a committed shard whose partials cannot be read: the next reduce leaves it out
     capsys.readouterr()
+    assert label.main(one_shard) == 1
+    error = capsys.readouterr().err
+    assert "1 committed shards are left out" in error and f"stats/{stats.name}" in error
     assert label.main(["--input", corpus, "--output", output, "--score-threshold", "0.5"]) == 2
     assert "['model_options'] differ" in capsys.readouterr().err
     assert label.main(["--input", corpus, "--output", output, "--model", "hf:some/other"]) == 2

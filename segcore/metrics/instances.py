@@ -191,20 +191,20 @@ def evaluate_masks(rank: int, height: int, width: int, gt: Sequence[Mapping], dt
                    ) -> InstancePartial:
     """COCOeval's per-image step on one image: ``gt`` {category_id, iscrowd, area, counts}, ``dt``
     {category_id, score, counts} (compressed RLE counts of a height x width image)."""
-    partial = InstancePartial([rank])
     category_ids = sorted({int(s["category_id"]) for s in [*gt, *dt]})  # others: COCOeval finds nothing there
     if not category_ids:
-        return partial
+        return InstancePartial([rank])
     evaluator = COCOeval(*_image_datasets(rank, height, width, gt, dt), iouType="segm")
     evaluator.params.imgIds, evaluator.params.catIds = [rank], category_ids
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator.evaluate()
     columns: dict[str, list] = {name: [] for name in DETECTION_FIELDS}
+    gt_counts: dict[int, list[int]] = {}
     for k, category_id in enumerate(category_ids):
         results = evaluator.evalImgs[k * AREAS:(k + 1) * AREAS]  # one image: index k * areas + a
         if results[0] is None:
             continue
-        partial.gt[category_id] = [int(np.count_nonzero(e["gtIgnore"] == 0)) for e in results]
+        gt_counts[category_id] = [int(np.count_nonzero(e["gtIgnore"] == 0)) for e in results]
         detections = len(results[0]["dtScores"])
         matched = np.zeros(detections, np.uint64)
         ignored = np.zeros(detections, np.uint64)
@@ -219,7 +219,7 @@ def evaluate_masks(rank: int, height: int, width: int, gt: Sequence[Mapping], dt
         columns["score"] += list(results[0]["dtScores"])
         columns["matched"] += matched.tolist()
         columns["ignored"] += ignored.tolist()
-    return InstancePartial([rank], partial.gt,
+    return InstancePartial([rank], gt_counts,
                            {name: np.asarray(columns[name], dtype=_DTYPES[name]) for name in DETECTION_FIELDS})
 
 
